@@ -1,0 +1,114 @@
+"""Typed stage configs: one dataclass per stage, filled from a YAML recipe section and CLI flags.
+
+Each field becomes a flag (``max_rubrics`` -> ``--max-rubrics``) whose help text is the field's
+``metadata["help"]``. Precedence: dataclass default < recipe section < explicit flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002
+    """A dataclass field with CLI help text; mutable defaults are copied per instance."""
+    if isinstance(default, list | dict):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of dataclass ``cls``; unset flags stay absent from the namespace."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} (also settable in the recipe)")
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        annotation, optional = _unwrap_optional(hints[field.name])
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = field.default_factory()  # type: ignore[misc]
+        help_text = f"{field.metadata.get('help', '')} (default: {default!r})"
+        kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+        origin = typing.get_origin(annotation)
+        if annotation is bool:
+            group.add_argument(flag, type=_parse_bool, metavar="BOOL", **kwargs)
+        elif origin is list:
+            (item_type,) = typing.get_args(annotation) or (str,)
+            group.add_argument(flag, type=item_type, nargs="*", metavar=field.name.upper(), **kwargs)
+        elif annotation in (int, float, str):
+            group.add_argument(flag, type=annotation, metavar=field.name.upper(), **kwargs)
+        elif origin is typing.Literal:
+            group.add_argument(flag, choices=typing.get_args(annotation), **kwargs)
+        elif optional or annotation is Any:
+            group.add_argument(flag, type=str, **kwargs)
+        else:  # nested or exotic types are recipe-only
+            continue
+
+
+def load_recipe(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a recipe is a mapping of stage sections, got {type(data).__name__}")
+    return data
+
+
+def build_config(
+    cls: type[T],
+    recipe: str | Path | dict[str, Any] | None = None,
+    section: str | None = None,
+    args: argparse.Namespace | dict[str, Any] | None = None,
+) -> T:
+    """Instantiate ``cls`` from a recipe section, then apply explicit CLI overrides."""
+    data = recipe if isinstance(recipe, dict) else load_recipe(recipe)
+    values: dict[str, Any] = dict(data.get(section) or {}) if section else dict(data)
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f"section {section!r} of {recipe}" if section else str(recipe)
+        raise ValueError(f"{where}: unknown option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    overrides = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    values.update({key: value for key, value in overrides.items() if key in known})
+    return cls(**values)
+
+
+def config_hash(*configs: Any) -> str:
+    """Short stable hash of one or more dataclass configs, recorded in dataset provenance."""
+    payload = [dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config for config in configs]
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return digest[:12]
