@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
     """A dataclass field with CLI help text; mutable defaults are copied per instance."""
     if isinstance(default, list | dict):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help}, **kwargs)
+        factory = lambda: type(value)(value)  # noqa: E731
+        return dataclasses.field(default_factory=factory, metadata={"help": help}, **kwargs)
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
@@ -109,6 +110,6 @@ def build_config(
 
 def config_hash(*configs: Any) -> str:
     """Short stable hash of one or more dataclass configs, recorded in dataset provenance."""
-    payload = [dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config for config in configs]
+    payload = [dataclasses.asdict(c) if dataclasses.is_dataclass(c) else c for c in configs]
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     return digest[:12]

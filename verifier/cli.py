@@ -16,12 +16,12 @@ from rubric_pipeline.schema import RecordError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("verifier.models", "build the models the project makes (tiny random Qwen3, Gemma-3-270M)"),
-    "build": ("rubric_pipeline.pipeline", "corpus + questions -> rubric dataset (rewrite, retrieve, extract, merge)"),
+    "build": ("rubric_pipeline.pipeline", "corpus + questions -> rubric dataset with provenance"),
     "label": ("verifier.teacher", "label responses against rubrics with a judge (teacher labelling)"),
     "augment": ("verifier.augment", "add master-key adversarial negatives and rubric regrouping"),
-    "train": ("verifier.train_cli", "train the verifier: `train sft` (stage 1) and `train rl` (stage 2, GRPO)"),
+    "train": ("verifier.train_cli", "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO)"),
     "serve": ("verifier.serve.cli", "serve a verifier: vLLM engine(s) behind the reward gateway"),
-    "eval": ("verifier.evaluate", "evaluate a judge on a labelled set: P/R/F1, nugget scores, master-key FPR"),
+    "eval": ("verifier.evaluate", "evaluate a judge: P/R/F1, nugget scores, master-key FPR"),
     "demo": ("verifier.demo", "run the whole toolkit on the embedded demo world"),
 }
 
