@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from verifier.serve.engine import EngineConfig, EngineError, VLLMEngine
+
+
+@pytest.mark.vllm
+def test_engine_serves_the_model(vllm_server):
+    models = httpx.get(f"{vllm_server.base_url}/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == [vllm_server.model_name]
+    assert vllm_server.is_alive()
+    command = vllm_server.command()
+    assert "--enable-prefix-caching" in command and "--structured-outputs-config" in command
+
+
+@pytest.mark.vllm
+def test_engine_that_dies_raises_with_log_tail(tmp_path):
+    missing = tmp_path / "no-such-model"
+    config = EngineConfig(model=str(missing), ready_timeout_s=120, log_path=str(tmp_path / "e.log"))
+    engine = VLLMEngine(config)
+    with pytest.raises(EngineError, match=r"exited with code .* before ready(.|\n)*last \d+ lines"):
+        engine.start()
+    assert not engine.is_alive()
+
+
+def test_engine_requires_a_model():
+    with pytest.raises(ValueError, match="model"):
+        VLLMEngine(EngineConfig()).start()
