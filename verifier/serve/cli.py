@@ -1,0 +1,162 @@
+"""`rubric-verifier serve`: the vLLM engine (or running engines) behind the reward gateway.
+
+  rubric-verifier serve --model .cache/models/tiny --port 8080
+  rubric-verifier serve --engine-url http://10.0.0.1:8000 --engine-url http://10.0.0.2:8000
+
+Without ``--engine-url`` it starts one vLLM engine on the model (prefix caching, structured outputs) and
+stops it when the gateway stops (SIGTERM / SIGINT). With several ``--engine-url`` the gateway balances
+windows across them by least outstanding requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from rubric_pipeline.config import add_config_arguments, build_config, option
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig:
+    model: str = option("", help="model directory the engine serves (not needed with --engine-url)")
+    host: str = option("127.0.0.1", help="gateway address")
+    port: int = option(8080, help="gateway port")
+    engine_url: list[str] = option(
+        [], help="running vLLM servers to use instead of starting one (repeatable)"
+    )
+    served_model_name: str | None = option(
+        None, help="model name the engines serve; default: asked from them"
+    )
+    token: str | None = option(
+        None, help="bearer token clients must send (default: $RV_SERVE_TOKEN, else none)"
+    )
+    aggregation: str = option("weighted", help="default reward aggregation: weighted|all|vital|strict_*")
+    window: int = option(10, help="rubrics per engine request (one window)")
+    max_items: int = option(256, help="items per request (413 above)")
+    max_rubrics: int = option(256, help="rubrics per item (413 above)")
+    max_chars: int = option(60_000, help="characters per item: question + response + rubrics (413 above)")
+    max_queue: int = option(512, help="requests in flight before the gateway answers 503")
+    max_concurrency: int = option(64, help="engine requests in flight, across all engines")
+    engine_timeout_s: float = option(60.0, help="timeout of one engine request")
+    engine_retries: int = option(2, help="retries of a failed engine request (connection errors, 5xx)")
+    item_timeout_s: float = option(
+        120.0, help="deadline for one item's judgement; then reward None, 'timeout'"
+    )
+    rubric_sets: str | None = option(None, help="RubricSet jsonl: OpenRLHF labels[i] may then be a qid")
+    max_model_len: int = option(2048, help="engine context length")
+    engine_port: int | None = option(None, help="port of the engine this command starts (default: free port)")
+    kv_cache_gib: int = option(1, help="CPU engine KV cache (GiB)")
+    cpu_threads: str | None = option(None, help="cores for a CPU engine, e.g. '0-1'")
+    chat_template: str | None = option(None, help="chat template file for models without one")
+    trace_path: str | None = option(None, help="append every engine call to this JSONL file")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", default=None, help="recipe YAML; its `serve` section fills the options")
+    add_config_arguments(parser, ServeConfig)
+
+
+def engine_base_url(url: str) -> str:
+    """Accept ``http://host:port`` or ``.../v1``; the client wants the ``/v1`` base."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else f"{url}/v1"
+
+
+async def discover_model(base_url: str) -> str:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        response = await client.get(f"{base_url}/models")
+        response.raise_for_status()
+        return response.json()["data"][0]["id"]
+
+
+@asynccontextmanager
+async def open_service(config: ServeConfig, base_urls: list[str], model: str, metrics) -> AsyncIterator:
+    """LLMClient -> LLMJudge -> RewardService, opened on the running event loop."""
+    from rubric_pipeline.llm import LLMClient, LLMConfig
+    from verifier.judges import LLMJudge
+    from verifier.serve.service import Limits, RewardService, load_rubric_sets
+
+    llm_config = LLMConfig(
+        base_urls=base_urls,
+        model=model,
+        max_concurrency=config.max_concurrency,
+        max_retries=config.engine_retries,
+        timeout_s=config.engine_timeout_s,
+        trace_path=config.trace_path,
+    )
+    limits = Limits(config.max_items, config.max_rubrics, config.max_chars, config.max_queue)
+    async with LLMClient(llm_config) as client:
+        yield RewardService(
+            LLMJudge(client, window=config.window),
+            aggregation=config.aggregation,
+            limits=limits,
+            item_timeout_s=config.item_timeout_s,
+            rubric_sets=load_rubric_sets(config.rubric_sets),
+            metrics=metrics,
+        )
+
+
+def build_app(config: ServeConfig, base_urls: list[str], model: str):
+    from verifier.serve.gateway import create_app
+
+    return create_app(
+        open_service=lambda metrics: open_service(config, base_urls, model, metrics),
+        token=config.token or os.environ.get("RV_SERVE_TOKEN") or None,
+        engine_urls=base_urls,
+    )
+
+
+def start_engine(config: ServeConfig):
+    from verifier.serve.engine import EngineConfig, VLLMEngine
+
+    if not config.model:
+        raise ValueError("give --model DIR (the verifier to serve) or --engine-url of running engines")
+    engine_config = EngineConfig(
+        model=config.model,
+        port=config.engine_port,
+        served_model_name=config.served_model_name,
+        max_model_len=config.max_model_len,
+        kv_cache_gib=config.kv_cache_gib,
+        cpu_threads=config.cpu_threads,
+        chat_template=config.chat_template,
+    )
+    return VLLMEngine(engine_config).start()
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = build_config(ServeConfig, args.recipe, "serve", args)
+    # SIGTERM while the engine starts: exit through the finally blocks so the engine is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    engine = None if config.engine_url else start_engine(config)
+    try:
+        base_urls = [engine.base_url] if engine else [engine_base_url(url) for url in config.engine_url]
+        model = (
+            engine.model_name
+            if engine
+            else config.served_model_name or asyncio.run(discover_model(base_urls[0]))
+        )
+        app = build_app(config, base_urls, model)
+        # uvicorn turns SIGTERM/SIGINT into a graceful shutdown; the finally below then stops the engine.
+        server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
+        print(
+            f"reward gateway on http://{config.host}:{config.port} -> {', '.join(base_urls)} ({model})",
+            flush=True,
+        )
+        server.run()
+    finally:
+        if engine is not None:
+            engine.stop()
+    return 0

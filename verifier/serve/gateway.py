@@ -1,0 +1,207 @@
+"""The reward gateway: FastAPI routes, pydantic validation and metrics over :class:`RewardService`.
+
+Endpoints (contract in DESIGN.md, "The reward endpoint"):
+  POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?}
+                    -> {results: [{labels, reward, error, reason}]}
+  POST /get_reward  OpenRLHF: {query, prompts, labels} -> {rewards, scores, extra_logs}
+  GET  /health      gateway and engine status
+  GET  /metrics     Prometheus text
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from rubric_pipeline.schema import Rubric
+from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
+
+AggregationName = Literal["weighted", "all", "vital", "strict_all", "strict_vital"]
+
+
+class RubricIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    rubric_id: str | None = None
+    text: str = Field(min_length=1)
+    importance: Literal["vital", "okay"] = "vital"
+    weight: float | None = Field(default=None, ge=0)
+
+
+class JudgeItemIn(BaseModel):
+    question: str
+    response: str
+    rubrics: list[str | RubricIn]
+
+    def to_item(self) -> Item:
+        rubrics = [
+            Rubric(rubric_id=f"r{i}", text=r)
+            if isinstance(r, str)
+            else Rubric(r.rubric_id or f"r{i}", r.text, r.importance, r.weight)
+            for i, r in enumerate(self.rubrics)
+        ]
+        return Item(self.question, self.response, rubrics)
+
+
+class JudgeRequest(BaseModel):
+    items: list[JudgeItemIn]
+    aggregation: AggregationName | None = None
+
+
+class ItemResultOut(BaseModel):
+    labels: list[str] | None
+    reward: float | None
+    error: str | None = None
+    reason: str | None = None
+
+
+class JudgeResponse(BaseModel):
+    results: list[ItemResultOut]
+
+
+class OpenRLHFRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenRLHF may add fields; we read these three
+
+    query: list[str]
+    prompts: list[str]
+    labels: list[Any]
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float | None]
+    scores: list[float | None]
+    extra_logs: dict[str, list[float]]
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): counts requests and times them."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+            self.metrics.requests.labels(endpoint, str(status[0])).inc()
+            self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+ENDPOINTS = ("/v1/judge", "/get_reward", "/health", "/metrics")
+
+
+def create_app(
+    service: RewardService | None = None,
+    *,
+    open_service: Callable[[Metrics], AbstractAsyncContextManager[RewardService]] | None = None,
+    token: str | None = None,
+    engine_urls: list[str] | None = None,
+    max_body_bytes: int = 16 * 1024 * 1024,
+) -> FastAPI:
+    """The gateway around a ready ``service``, or one that ``open_service(metrics)`` opens at startup
+    (so its HTTP client lives on the server's event loop). ``token`` turns on bearer auth."""
+    if (service is None) == (open_service is None):
+        raise ValueError("give exactly one of service or open_service")
+    metrics = service.metrics if service is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(timeout=2.0) as probe:
+            app.state.probe = probe
+            if open_service is None:
+                app.state.service = service
+                yield
+            else:
+                async with open_service(metrics) as opened:
+                    app.state.service = opened
+                    yield
+
+    app = FastAPI(title="rubric-verifier reward gateway", lifespan=lifespan)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.service = service
+
+    def admit(request: Request) -> RewardService:
+        """Auth and body size, checked before the body is parsed."""
+        if token is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+                raise HTTPException(
+                    401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+                )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            raise HTTPException(413, f"body of {length} bytes; the limit is {max_body_bytes}")
+        return request.app.state.service
+
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
+        detail = [{"loc": list(exc.loc), "msg": str(exc), "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.post("/v1/judge", response_model=JudgeResponse)
+    async def judge(body: JudgeRequest, service: Annotated[RewardService, Depends(admit)]) -> dict[str, Any]:
+        results = await service.judge_items([item.to_item() for item in body.items], body.aggregation)
+        return {"results": [result.to_dict() for result in results]}
+
+    @app.post("/get_reward", response_model=OpenRLHFResponse)
+    async def get_reward(
+        body: OpenRLHFRequest, service: Annotated[RewardService, Depends(admit)]
+    ) -> dict[str, Any]:
+        if not body.query and not body.prompts and not body.labels:
+            return {"rewards": [], "scores": [], "extra_logs": {}}  # OpenRLHF's idle ranks send empty lists
+        return await service.openrlhf_rewards(body.query, body.prompts, body.labels)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        probe: httpx.AsyncClient = request.app.state.probe
+        urls = engine_urls or []
+        states = await asyncio.gather(*(_engine_state(probe, url) for url in urls))
+        engines = dict(zip(urls, states, strict=True))
+        status = "ok" if all(state == "ok" for state in states) else "degraded"
+        inflight = request.app.state.service.inflight if request.app.state.service else 0
+        return {"status": status, "engines": engines, "inflight": inflight}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _engine_state(probe: httpx.AsyncClient, url: str) -> str:
+    root = url.removesuffix("/").removesuffix("/v1")
+    try:
+        response = await probe.get(f"{root}/health")
+    except httpx.HTTPError:
+        return "unreachable"
+    return "ok" if response.status_code == 200 else f"status {response.status_code}"
