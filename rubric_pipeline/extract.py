@@ -1,0 +1,156 @@
+"""Nugget extraction: at most a few atomic, self-contained facts per retrieved passage.
+
+With an LLM the answer is constrained to ``{"nuggets": [str, ...]}`` (an empty list means "none"); without
+one, the passage's sentences that overlap the question and queries most are selected. Every nugget is
+cleaned and length-checked by :func:`clean_nugget` whichever path produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rubric_pipeline.prompts import ask, render_prompt
+from rubric_pipeline.schema import Passage
+from rubric_pipeline.text import PRONOUNS, content_tokens, normalize, split_sentences, tokens
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A nugget before merging, with the provenance it came from."""
+
+    text: str
+    passage_id: str
+    doc_id: str
+    query: str
+    rank: int  # rank of the passage in the question's fused retrieval list (0 = best)
+
+
+def nugget_schema(max_nuggets: int = 3, max_chars: int = 200) -> dict:
+    """JSON schema of one extraction answer; ``maxItems`` enforces the per-passage cap."""
+    return {
+        "type": "object",
+        "properties": {
+            "nuggets": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": max_chars},
+                "maxItems": max_nuggets,
+            }
+        },
+        "required": ["nuggets"],
+        "additionalProperties": False,
+    }
+
+
+def clean_nugget(text: str, min_words: int = 5, max_words: int = 35) -> str | None:
+    """Normalize a nugget; ``None`` when it is empty, a "none" answer, or outside the word bounds."""
+    text = normalize(text)
+    words = text.split()
+    if not words or text.lower().rstrip(".") in {"none", "n/a", "nothing"}:
+        return None
+    if not min_words <= len(words) <= max_words:
+        return None
+    if not text.endswith((".", "!", "?")):
+        text += "."
+    return text[0].upper() + text[1:]
+
+
+def decontextualize(sentence: str, title: str | None) -> str:
+    """Replace a leading pronoun ("It was founded ...") with the passage title, when there is one."""
+    words = sentence.split(maxsplit=1)
+    if title and len(words) == 2 and words[0].lower() in PRONOUNS:
+        return f"{title} {words[1]}"
+    return sentence
+
+
+def extract_offline(
+    question: str,
+    queries: Sequence[str],
+    passage: Passage,
+    *,
+    max_nuggets: int = 3,
+    min_words: int = 5,
+    max_words: int = 35,
+) -> list[str]:
+    """Pick the passage sentences sharing most content terms with the question (weight 1) and the
+    expanded queries (weight 0.5); sentences sharing none are never picked."""
+    question_terms = set(content_tokens(question))
+    query_terms = set(content_tokens(" ".join(queries))) - question_terms
+    scored: list[tuple[float, int, str]] = []
+    for position, sentence in enumerate(split_sentences(passage.text)):
+        terms = set(tokens(sentence))
+        score = len(terms & question_terms) + 0.5 * len(terms & query_terms)
+        if score <= 0:
+            continue
+        nugget = clean_nugget(decontextualize(sentence, passage.title), min_words, max_words)
+        if nugget:
+            scored.append((score, position, nugget))
+    best = sorted(scored, key=lambda item: (-item[0], item[1]))[:max_nuggets]
+    return [nugget for _, _, nugget in sorted(best, key=lambda item: item[1])]
+
+
+def parse_nuggets(text: str) -> list[str]:
+    """Parse ``{"nuggets": [...]}``; raises ``ValueError`` when malformed."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"extraction output is not JSON ({exc.msg}): {text[:80]!r}") from None
+    nuggets = data.get("nuggets") if isinstance(data, dict) else None
+    if not isinstance(nuggets, list) or not all(isinstance(item, str) for item in nuggets):
+        raise ValueError(f"extraction output needs a 'nuggets' list of strings: {text[:80]!r}")
+    return nuggets
+
+
+async def extract_with_llm(
+    client,
+    question: str,
+    queries: Sequence[str],
+    passage: Passage,
+    *,
+    max_nuggets: int = 3,
+    min_words: int = 5,
+    max_words: int = 35,
+    max_chars: int = 200,
+    max_tokens: int = 256,
+    passage_chars: int = 2000,
+    api: str = "chat",
+    seed: int | None = 0,
+    events: Counter | None = None,
+) -> list[str] | None:
+    """LLM extraction for one passage; ``None`` (logged, counted) when the call fails or does not parse,
+    so the caller can fall back instead of silently losing the passage."""
+    from rubric_pipeline.llm import LLMError
+
+    events = events if events is not None else Counter()
+    prompt = render_prompt(
+        "extract",
+        question=question,
+        queries="; ".join(queries),
+        title=passage.title or "",
+        passage=passage.text[:passage_chars],
+        max_nuggets=max_nuggets,
+    )
+    events["extract.llm_calls"] += 1
+    try:
+        text = await ask(
+            client,
+            prompt,
+            api=api,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            seed=seed,
+            json_schema=nugget_schema(max_nuggets, max_chars),
+        )
+        raw = parse_nuggets(text)
+    except (LLMError, ValueError) as exc:
+        events["extract.llm_failures"] += 1
+        logger.warning("nugget extraction failed for passage %s: %s", passage.passage_id, exc)
+        return None
+    nuggets = [nugget for nugget in (clean_nugget(item, min_words, max_words) for item in raw) if nugget]
+    events["extract.nuggets_rejected"] += len(raw) - len(nuggets)
+    return list(dict.fromkeys(nuggets))[:max_nuggets]

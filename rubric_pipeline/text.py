@@ -1,0 +1,53 @@
+"""Small text helpers shared by the build stages: tokens, stopwords, sentences, near-duplicate tests."""
+
+from __future__ import annotations
+
+import re
+
+STOPWORDS: frozenset[str] = frozenset(
+    """a about above after again against all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had has
+    have having he her here hers herself him himself his how i if in into is it its itself just me more
+    most my myself no nor not now of off on once only or other our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves""".split()  # noqa: SIM905
+)
+PRONOUNS: frozenset[str] = frozenset(
+    "it its they them their he him his she her this these those that we our you i".split()  # noqa: SIM905
+)
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def tokens(text: str) -> list[str]:
+    """Lowercase word tokens (letters, digits, inner hyphens/apostrophes)."""
+    return _TOKEN.findall(text.lower())
+
+
+def content_tokens(text: str) -> list[str]:
+    """Tokens without stopwords and one-character tokens."""
+    return [tok for tok in tokens(text) if tok not in STOPWORDS and len(tok) > 1]
+
+
+def normalize(text: str) -> str:
+    """Collapse whitespace and strip surrounding quotes, bullets and spaces."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return text.strip(" \"'`*-•\t").strip()
+
+
+def jaccard(a: str, b: str) -> float:
+    """Jaccard similarity of the normalized token sets (1.0 for two empty strings)."""
+    set_a, set_b = set(tokens(a)), set(tokens(b))
+    if not set_a and not set_b:
+        return 1.0
+    return len(set_a & set_b) / len(set_a | set_b)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split prose at sentence ends followed by a capital, digit or quote; newlines also split."""
+    sentences: list[str] = []
+    for block in re.split(r"\n+", text):
+        sentences.extend(part.strip() for part in _SENTENCE_END.split(block) if part.strip())
+    return sentences
