@@ -1,0 +1,171 @@
+"""Hybrid retrieval: BM25 and dense candidates fused per query with reciprocal rank fusion."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rubric_pipeline.config import option
+from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, passages_fingerprint
+from rubric_pipeline.retrieval import ScoredPassage
+from rubric_pipeline.retrieval.bm25 import BM25Index
+from rubric_pipeline.retrieval.dense import DEFAULT_MODEL, DenseIndex
+from rubric_pipeline.retrieval.fusion import RRF_K, rrf
+from rubric_pipeline.schema import Passage
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "retriever.json"
+
+
+@dataclass
+class RetrievalConfig:
+    """Corpus chunking and retrieval settings (recipe section ``build``; every field is also a flag)."""
+
+    chunk_words: int = option(DEFAULT_CHUNK_WORDS, help="words per passage window when chunking documents")
+    overlap_words: int = option(DEFAULT_OVERLAP_WORDS, help="words shared by consecutive windows")
+    bm25: bool = option(True, help="use the BM25 (bm25s) retriever")
+    dense: bool = option(True, help="use the dense (sentence-transformers) retriever")
+    dense_model: str = option(DEFAULT_MODEL, help="sentence-transformers model name or path")
+    depth: int = option(100, help="candidates taken from each retriever before fusion")
+    k: int = option(10, help="passages kept per query after fusion")
+    rrf_k: int = option(RRF_K, help="reciprocal rank fusion constant")
+    embed_batch_size: int = option(64, help="batch size for embedding passages and queries")
+    index_dir: str | None = option(
+        None, help="save indices here and reuse them while the corpus is unchanged"
+    )
+    web_search_url: str | None = option(
+        None, help="base URL of a SearXNG-compatible JSON search API used instead of the local corpus"
+    )
+    web_concurrency: int = option(8, help="concurrent web search requests")
+
+
+class HybridRetriever:
+    """BM25 and/or dense retrieval over one passage table, fused with RRF when both are enabled."""
+
+    def __init__(
+        self,
+        passages: Sequence[Passage],
+        bm25: bool | BM25Index = True,
+        dense: bool | DenseIndex = True,
+        depth: int = 100,
+        rrf_k: int = RRF_K,
+        dense_model: str | None = None,
+        batch_size: int = 64,
+        show_progress: bool = True,
+    ) -> None:
+        if not bm25 and not dense:
+            raise ValueError("enable at least one of bm25 and dense retrieval")
+        self.passages = list(passages)
+        self.depth, self.rrf_k = depth, rrf_k
+        self.bm25: BM25Index | None = None
+        self.dense: DenseIndex | None = None
+        if isinstance(bm25, BM25Index):
+            self.bm25 = bm25
+        elif bm25:
+            self.bm25 = BM25Index(self.passages, show_progress=show_progress)
+        if isinstance(dense, DenseIndex):
+            self.dense = dense
+        elif dense:
+            self.dense = DenseIndex(
+                self.passages, model=dense_model, batch_size=batch_size, show_progress=show_progress
+            )
+
+    @classmethod
+    def from_config(
+        cls, passages: Sequence[Passage], config: RetrievalConfig, show_progress: bool = True
+    ) -> HybridRetriever:
+        """Build the retriever ``config`` describes, reusing ``config.index_dir`` if it matches."""
+        index_dir = Path(config.index_dir) if config.index_dir else None
+        if index_dir is not None and (index_dir / CONFIG_FILE).is_file():
+            saved = json.loads((index_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+            wanted = {"bm25": config.bm25, "dense": config.dense, "dense_model": config.dense_model}
+            if saved.get("fingerprint") == passages_fingerprint(passages) and all(
+                saved.get(key) == value for key, value in wanted.items()
+            ):
+                logger.info("reusing retrieval indices in %s", index_dir)
+                return cls.load(index_dir, depth=config.depth, rrf_k=config.rrf_k)
+            logger.info("indices in %s do not match this corpus/config: rebuilding", index_dir)
+        retriever = cls(
+            passages,
+            bm25=config.bm25,
+            dense=config.dense,
+            depth=config.depth,
+            rrf_k=config.rrf_k,
+            dense_model=config.dense_model,
+            batch_size=config.embed_batch_size,
+            show_progress=show_progress,
+        )
+        if index_dir is not None:
+            retriever.save(index_dir)
+        return retriever
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[list[ScoredPassage]]:
+        """Top-``k`` passages per query; with both retrievers the score is the RRF score."""
+        queries = list(queries)
+        if not queries:
+            return []
+        depth = max(self.depth, k)
+        sparse = self.bm25.search(queries, depth) if self.bm25 else None
+        dense = self.dense.search(queries, depth) if self.dense else None
+        if sparse is None or dense is None:
+            return [hits[:k] for hits in (sparse or dense or [])]
+        fused_results = []
+        for sparse_hits, dense_hits in zip(sparse, dense, strict=True):
+            by_id = {hit.passage_id: hit.passage for hit in (*sparse_hits, *dense_hits)}
+            fused = rrf(
+                [[hit.passage_id for hit in sparse_hits], [hit.passage_id for hit in dense_hits]],
+                k=self.rrf_k,
+            )
+            fused_results.append(
+                [
+                    ScoredPassage(by_id[passage_id], score, rank)
+                    for rank, (passage_id, score) in enumerate(fused[:k], start=1)
+                ]
+            )
+        return fused_results
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.bm25:
+            self.bm25.save(directory / "bm25")
+        if self.dense:
+            self.dense.save(directory / "dense")
+        config = {
+            "bm25": self.bm25 is not None,
+            "dense": self.dense is not None,
+            "dense_model": self.dense.model if self.dense else None,
+            "depth": self.depth,
+            "rrf_k": self.rrf_k,
+            "passages": len(self.passages),
+            "fingerprint": passages_fingerprint(self.passages),
+        }
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, depth: int | None = None, rrf_k: int | None = None, mmap: bool = False
+    ) -> HybridRetriever:
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"no hybrid retriever at {directory} (missing {CONFIG_FILE})")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        bm25 = BM25Index.load(directory / "bm25", mmap=mmap) if config["bm25"] else False
+        dense = DenseIndex.load(directory / "dense", mmap=mmap) if config["dense"] else False
+        passages = (bm25 or dense).passages  # type: ignore[union-attr]
+        if bm25 and dense and [p.passage_id for p in bm25.passages] != [p.passage_id for p in dense.passages]:
+            raise ValueError(f"{directory}: the BM25 and dense indices hold different passages")
+        return cls(
+            passages,
+            bm25=bm25,
+            dense=dense,
+            depth=config["depth"] if depth is None else depth,
+            rrf_k=config["rrf_k"] if rrf_k is None else rrf_k,
+            show_progress=False,
+        )
