@@ -1,0 +1,1 @@
+"""Templates of the verifier's judging prompt, kept as data files (``string.Template`` syntax, ``$name``)."""
