@@ -82,7 +82,9 @@ class HybridRetriever:
         index_dir = Path(config.index_dir) if config.index_dir else None
         if index_dir is not None and (index_dir / CONFIG_FILE).is_file():
             saved = json.loads((index_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-            wanted = {"bm25": config.bm25, "dense": config.dense, "dense_model": config.dense_model}
+            wanted = {"bm25": config.bm25, "dense": config.dense}
+            if config.dense:
+                wanted["dense_model"] = config.dense_model
             if saved.get("fingerprint") == passages_fingerprint(passages) and all(
                 saved.get(key) == value for key, value in wanted.items()
             ):

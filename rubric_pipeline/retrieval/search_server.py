@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
+from fastapi import FastAPI, HTTPException, Query, Request
+
 from rubric_pipeline.retrieval.bm25 import BM25Index
 
 logger = logging.getLogger(__name__)
@@ -24,10 +26,8 @@ logger = logging.getLogger(__name__)
 ENGINE_NAME = "rubric-bm25"
 
 
-def create_app(index: BM25Index, page_size: int = 10, max_pages: int = 20):
+def create_app(index: BM25Index, page_size: int = 10, max_pages: int = 20) -> FastAPI:
     """The FastAPI app; plain ``def`` handlers, so FastAPI runs the CPU-bound search in its threadpool."""
-    from fastapi import FastAPI, HTTPException, Query, Request
-
     app = FastAPI(title="rubric-verifier search server", version="1")
     documents: dict[str, list] = {}
     for passage in index.passages:
