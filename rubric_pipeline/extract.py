@@ -78,15 +78,15 @@ def extract_offline(
     max_words: int = 35,
 ) -> list[str]:
     """Pick the passage sentences sharing most content terms with the question (weight 1) and the
-    expanded queries (weight 0.5); sentences sharing none are never picked."""
+    expanded queries (weight 0.5); a sentence sharing no content term with the question is never picked."""
     question_terms = set(content_tokens(question))
     query_terms = set(content_tokens(" ".join(queries))) - question_terms
     scored: list[tuple[float, int, str]] = []
     for position, sentence in enumerate(split_sentences(passage.text)):
         terms = set(tokens(sentence))
-        score = len(terms & question_terms) + 0.5 * len(terms & query_terms)
-        if score <= 0:
+        if not terms & question_terms:  # expansion terms alone drift off-topic
             continue
+        score = len(terms & question_terms) + 0.5 * len(terms & query_terms)
         nugget = clean_nugget(decontextualize(sentence, passage.title), min_words, max_words)
         if nugget:
             scored.append((score, position, nugget))

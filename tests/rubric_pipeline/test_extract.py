@@ -1,0 +1,92 @@
+"""Nugget extraction: cleaning, offline sentence selection, and the LLM path on vLLM."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from rubric_pipeline.extract import (
+    clean_nugget,
+    extract_offline,
+    extract_with_llm,
+    nugget_schema,
+    parse_nuggets,
+)
+from rubric_pipeline.llm import LLMClient, LLMConfig
+from rubric_pipeline.schema import Passage
+
+PASSAGE = Passage(
+    passage_id="d1#0",
+    doc_id="d1",
+    title="Velmora",
+    text=(
+        "Velmora is a coastal city in the province of Tarsk. It was founded in 1342 by salt traders. "
+        "Ferries leave for the islands every hour. The city has a population of about 84,000 people."
+    ),
+)
+
+
+def test_clean_nugget_bounds_and_none() -> None:
+    assert clean_nugget("  - velmora was founded in 1342 by salt traders ") == (
+        "Velmora was founded in 1342 by salt traders."
+    )
+    assert clean_nugget("None") is None
+    assert clean_nugget("") is None
+    assert clean_nugget("too short") is None
+    assert clean_nugget(" ".join(["word"] * 40)) is None
+
+
+def test_offline_extraction_selects_question_sentences_and_names_the_entity() -> None:
+    nuggets = extract_offline("When was Velmora founded?", ["Velmora salt traders"], PASSAGE, max_nuggets=2)
+    assert len(nuggets) == 2
+    assert "Velmora was founded in 1342 by salt traders." in nuggets  # leading "It" replaced by the title
+    assert not any("Ferries" in n for n in nuggets)  # shares no question term
+    assert all(n.split()[0].lower() not in {"it", "they"} for n in nuggets)
+
+
+def test_offline_extraction_returns_nothing_for_an_unrelated_question() -> None:
+    assert extract_offline("Which kite festival does Ostrel host?", [], PASSAGE) == []
+
+
+def test_parse_nuggets_rejects_malformed_answers() -> None:
+    assert parse_nuggets('{"nuggets": []}') == []
+    with pytest.raises(ValueError):
+        parse_nuggets('{"facts": ["x"]}')
+    with pytest.raises(ValueError):
+        parse_nuggets('{"nuggets": ["cut')
+    assert nugget_schema(3)["properties"]["nuggets"]["maxItems"] == 3
+
+
+@pytest.mark.vllm
+async def test_llm_extraction_on_vllm_parses_and_respects_the_cap(vllm_server) -> None:
+    config = LLMConfig(base_urls=[vllm_server.base_url], model=vllm_server.model_name, timeout_s=120)
+    events: Counter = Counter()
+    async with LLMClient(config) as client:
+        nuggets = await extract_with_llm(
+            client,
+            "When was Velmora founded?",
+            ["Velmora founding"],
+            PASSAGE,
+            max_nuggets=2,
+            min_words=1,
+            max_words=60,
+            max_chars=60,
+            max_tokens=160,
+            events=events,
+        )
+    assert nuggets is not None, "structured outputs must keep the tiny model's answer parseable"
+    assert len(nuggets) <= 2
+    assert events["extract.llm_failures"] == 0
+    assert all(n.endswith((".", "!", "?")) for n in nuggets)
+    assert json.dumps(nuggets)  # plain strings
+
+
+async def test_llm_extraction_failure_is_reported_not_silent() -> None:
+    # nothing listens on port 9: the call fails for good and the caller is told (None), with the count
+    config = LLMConfig(base_urls=["http://127.0.0.1:9/v1"], model="m", max_retries=0, timeout_s=2)
+    events: Counter = Counter()
+    async with LLMClient(config) as client:
+        assert await extract_with_llm(client, "q", [], PASSAGE, events=events) is None
+    assert events["extract.llm_failures"] == 1

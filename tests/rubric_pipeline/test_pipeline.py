@@ -1,0 +1,228 @@
+"""`rubric-verifier build` end to end: offline and on vLLM, resume after an interruption, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rubric_pipeline.pipeline import BuildConfig, build
+from verifier.cli import main
+
+DOCS = [
+    (
+        "velmora",
+        "Velmora",
+        "Velmora is a coastal city in the province of Tarsk. It was founded in 1342 by salt "
+        "traders. Velmora is known for its glass harbor, built in 1901.",
+    ),
+    (
+        "velmora-2",
+        "Velmora harbor",
+        "Salt traders founded Velmora in the year 1342. Ferries leave the Velmora "
+        "harbor for the islands every hour.",
+    ),
+    (
+        "quorin",
+        "Quorin Labs",
+        "Quorin Labs is a robotics company based in Ostrel. It makes warehouse robots and "
+        "drones. Quorin Labs was founded in 2011 by Mira Dansk.",
+    ),
+    (
+        "ostrel",
+        "Ostrel",
+        "Ostrel is an inland town with a river port. Ostrel hosts an annual kite festival in autumn.",
+    ),
+    ("tarsk", "Tarsk", "Tarsk is a northern province famous for salt marshes and long winters."),
+]
+QUESTIONS = [
+    ("q1", "When was Velmora founded and by whom?"),
+    ("q2", "What does Quorin Labs make?"),
+    ("q3", "Which festival does Ostrel host?"),
+    ("q4", "What is Tarsk famous for?"),
+]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, str]:
+    corpus, questions, gold = tmp_path / "corpus.jsonl", tmp_path / "questions.jsonl", tmp_path / "gold.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d, "title": t, "text": x}) + "\n" for d, t, x in DOCS))
+    questions.write_text("".join(json.dumps({"qid": q, "question": t}) + "\n" for q, t in QUESTIONS))
+    gold.write_text(
+        json.dumps(
+            {
+                "qid": "q1",
+                "nuggets": ["Velmora was founded in 1342 by salt traders."],
+                "passages": ["velmora#0", "velmora-2#0"],
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "qid": "q3",
+                "nuggets": ["Ostrel hosts an annual kite festival in autumn."],
+                "passages": ["ostrel#0"],
+            }
+        )
+        + "\n"
+    )
+    return {"corpus": str(corpus), "questions": str(questions), "gold": str(gold)}
+
+
+def rows(directory: Path) -> list[dict]:
+    from datasets import load_from_disk
+
+    return load_from_disk(str(directory / "dataset")).to_list()
+
+
+def test_offline_build_writes_dataset_with_provenance_and_scores(world, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stats = build(BuildConfig(**world, batch_size=2), out)
+    data = rows(out)
+    assert [r["qid"] for r in data] == ["q1", "q2", "q3", "q4"]
+    passage_ids = {f"{d}#0" for d, _, _ in DOCS}
+    q1 = data[0]
+    assert q1["queries"][0] == QUESTIONS[0][1] and len(q1["queries"]) > 1  # PRF added queries
+    assert any("1342" in r["text"] for r in q1["rubrics"])
+    for row in data:
+        assert row["meta"]["config_hash"] == stats["config_hash"] and row["meta"]["model"] == "offline"
+        for rubric in row["rubrics"]:
+            assert rubric["importance"] in {"vital", "okay"} and rubric["sources"]
+            assert {s["passage_id"] for s in rubric["sources"]} <= passage_ids
+            assert all(s["query"] in row["queries"] for s in rubric["sources"])
+    # the paraphrased founding fact from two documents merged into one rubric with both sources
+    founded = [r for r in q1["rubrics"] if "1342" in r["text"]]
+    assert len(founded) == 1 and {s["doc_id"] for s in founded[0]["sources"]} == {"velmora", "velmora-2"}
+    assert founded[0]["importance"] == "vital"
+    assert set(stats["stage_seconds"]) == {"index", "rewrite", "retrieve", "extract", "merge"}
+    assert stats["scores"]["recall@10"] == 1.0 and stats["scores"]["rubric_recall"] == 1.0
+    assert 0 < stats["scores"]["rubric_precision"] <= 1.0
+    trec = [json.loads(line) for line in (out / "rubrics.trec.jsonl").read_text().splitlines()]
+    assert [t["qid"] for t in trec] == ["q1", "q2", "q3", "q4"]
+    import pandas as pd
+
+    assert len(pd.read_parquet(out / "rubrics.parquet")) == 4
+    assert json.loads((out / "stats.json").read_text())["rubrics"] == stats["rubrics"]
+
+
+def test_interrupted_build_resumes_to_the_same_dataset(world, tmp_path: Path) -> None:
+    config = BuildConfig(**world, batch_size=1)
+    build(config, tmp_path / "full")
+
+    done: list[str] = []
+
+    def interrupt_after_two(qid: str) -> None:
+        done.append(qid)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        build(config, out, on_question_done=interrupt_after_two)
+    assert not (out / "dataset").exists()
+    with (out / "progress.jsonl").open("a") as handle:  # a kill in the middle of writing a record
+        handle.write('{"rubric_set": {"qid": "q3", "quest')
+    stats = build(config, out)
+    assert stats["resumed"] == 2 and stats["built_this_run"] == 2
+    assert rows(out) == rows(tmp_path / "full")
+    lines = (out / "progress.jsonl").read_text().splitlines()
+    qids = [json.loads(line)["rubric_set"]["qid"] for line in lines[1:]]
+    assert sorted(qids) == ["q1", "q2", "q3", "q4"]  # no duplicate, none lost
+    # a finished build restarted does no work and keeps the dataset
+    again = build(config, out)
+    assert again["built_this_run"] == 0 and rows(out) == rows(tmp_path / "full")
+
+
+def test_resume_refuses_progress_from_another_config(world, tmp_path: Path) -> None:
+    build(BuildConfig(**world, limit=1), tmp_path / "out")
+    with pytest.raises(ValueError, match="config hash"):
+        build(BuildConfig(**world, max_rubrics=3), tmp_path / "out")
+    stats = build(BuildConfig(**world, max_rubrics=3, resume=False, limit=1), tmp_path / "out")
+    assert stats["built_this_run"] == 1
+
+
+def test_cli_recipe_and_flags(world, tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"build:\n  corpus: {world['corpus']}\n  questions: {world['questions']}\n  max_rubrics: 2\n"
+    )
+    code = main(
+        [
+            "build",
+            "--recipe",
+            str(recipe),
+            "--output",
+            str(tmp_path / "out"),
+            "--limit",
+            "2",
+            "--gold",
+            world["gold"],
+            "--dense",
+            "false",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "built 2 questions" in printed and "recall@10" in printed and "stage wall time" in printed
+    data = rows(tmp_path / "out")
+    assert len(data) == 2 and all(len(r["rubrics"]) <= 2 for r in data)
+
+
+@pytest.mark.parametrize(
+    ("which", "content", "expected"),
+    [
+        ("corpus", '{"id": "a", "text": "fine"}\n{"id": "b"}\n', "line 2, field 'text'"),
+        ("corpus", '{"id": "a", "text": "fine"}\n{not json\n', "line 2: malformed JSON"),
+        ("questions", '{"qid": "q1", "question": "ok?"}\n{"qid": "q2"}\n', "line 2, field 'question'"),
+    ],
+)
+def test_bad_inputs_name_the_record(
+    world, tmp_path: Path, capsys, which: str, content: str, expected: str
+) -> None:
+    bad = tmp_path / f"bad-{which}.jsonl"
+    bad.write_text(content)
+    paths = world | {which: str(bad)}
+    code = main(
+        [
+            "build",
+            "--corpus",
+            paths["corpus"],
+            "--questions",
+            paths["questions"],
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert str(bad) in error and expected in error
+
+
+@pytest.mark.vllm
+def test_build_with_the_tiny_model_on_vllm(world, tmp_path: Path, vllm_server) -> None:
+    config = BuildConfig(
+        **world,
+        llm_url=[vllm_server.base_url],
+        model=vllm_server.model_name,
+        limit=2,
+        rewrite_max_nodes=3,
+        rewrites_per_call=2,
+        passages_per_question=2,
+        min_words=1,
+        max_words=80,
+        max_nugget_chars=60,
+        max_tokens=160,
+        dense=False,
+    )
+    stats = build(config, tmp_path / "out")
+    usage = stats["llm_usage"]
+    assert usage["requests"] >= 2 * (1 + 2) and usage["failures"] == 0  # rewrite + per-passage extraction
+    assert stats["events"].get("rewrite.llm_failures", 0) == 0
+    assert stats["events"].get("extract.llm_failures", 0) == 0  # structured outputs kept it parseable
+    data = rows(tmp_path / "out")
+    assert [r["qid"] for r in data] == ["q1", "q2"]
+    for row in data:
+        assert row["meta"]["model"] == vllm_server.model_name and row["meta"]["backend"] == "llm:chat"
+        for rubric in row["rubrics"]:
+            assert rubric["importance"] in {"vital", "okay"} and rubric["sources"]
