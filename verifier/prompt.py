@@ -184,6 +184,29 @@ def normalize_label(token: str) -> str | None:
     return cleaned if cleaned in LABELS else None
 
 
+_LABEL_WORD = r"(not[\s_-]*support|partial[\s_-]*support|support)"
+# A label that opens an item before a separator ("support: because") or closes it after one ("x -> support").
+_LEADING_LABEL = re.compile(rf"^[\W_]*{_LABEL_WORD}[*_`'\"]*\s*[:(,.;\u2013\u2014-]", re.IGNORECASE)
+_TRAILING_LABEL = re.compile(rf"[:=>|\u2013\u2014-]\s*[*_`'\"]*{_LABEL_WORD}[\W_]*$", re.IGNORECASE)
+
+
+def _item_label(value: str, raw: str) -> str:
+    """The label of a list item: the whole item, else a label that opens or closes it."""
+    label = normalize_label(value)
+    if label is not None:
+        return label
+    found = {
+        normalize_label(m.group(1))
+        for m in (_LEADING_LABEL.search(value), _TRAILING_LABEL.search(value))
+        if m
+    }
+    if len(found) == 1:
+        return found.pop()
+    if len(found) > 1:
+        raise ParseError(f"ambiguous item {value.strip()!r}: it opens and closes with different labels", raw)
+    return _label_or_raise(value, raw)
+
+
 def _label_or_raise(token: str, raw: str) -> str:
     label = normalize_label(token)
     if label is None:
@@ -219,8 +242,8 @@ def _bracketed(body: str, raw: str) -> tuple[list[str], str] | None:
             value, _ = decoder.raw_decode(body, match.start())
         except json.JSONDecodeError:
             continue
-        if isinstance(value, dict) and len(value) == 1:
-            value = next(iter(value.values()))
+        if isinstance(value, dict):
+            value = _dict_labels(value)
         if _is_string_list(value):
             return value, "json"
     ends = [match.start() for match in re.finditer(r"\]", body)]
@@ -235,21 +258,42 @@ def _bracketed(body: str, raw: str) -> tuple[list[str], str] | None:
     return None
 
 
+def _dict_labels(value: dict) -> object:
+    """``{"labels": [...]}`` -> the list; ``{"1": "support", "2": ...}`` (keys 1..n in order) -> values."""
+    if len(value) == 1 and isinstance(next(iter(value.values())), list):
+        return next(iter(value.values()))
+    keys = [str(key).strip() for key in value]
+    if (
+        keys
+        and all(key.isdigit() for key in keys)
+        and [int(key) for key in keys] == list(range(1, len(keys) + 1))
+    ):
+        return list(value.values())
+    return None
+
+
 def _is_string_list(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(item, str) for item in value)
 
 
 def _rows(lines: list[str], split, raw: str) -> list[str]:
-    """Label column (last non-empty cell) of tabular rows; a first row without a label is the header."""
+    """The label cell of each tabular row (the one cell that is a label, else the last cell); a first row
+    without a label is the header."""
     labels: list[str] = []
     for position, line in enumerate(lines):
         cells = [cell.strip() for cell in split(line)]
         cells = [cell for cell in cells if cell]
         if not cells or all(_TABLE_SEPARATOR.match(cell) for cell in cells):
             continue
-        if not labels and position <= 1 and normalize_label(cells[-1]) is None:
+        found = {label for label in map(normalize_label, cells) if label}
+        if len(found) > 1:
+            raise ParseError(f"ambiguous row {line!r}: several label cells", raw)
+        if found:
+            labels.append(found.pop())
+        elif not labels and position <= 1:
             continue  # header row
-        labels.append(_label_or_raise(cells[-1], raw))
+        else:
+            labels.append(_label_or_raise(cells[-1], raw))
     return labels
 
 
@@ -267,11 +311,11 @@ def _line_formats(body: str, raw: str) -> tuple[list[str], str]:
         indices = [int(match.group(1)) for match in numbered]
         if indices != list(range(indices[0], indices[0] + len(indices))) or indices[0] not in (0, 1):
             raise ParseError(f"numbered list out of order: {indices}", raw)
-        return [_label_or_raise(match.group(2), raw) for match in numbered], "numbered"
+        return [_item_label(match.group(2), raw) for match in numbered], "numbered"
     bullets = [match for match in map(_BULLET.match, lines) if match]
     if bullets:
         kind = "yaml" if bullets[0].group(1) == "-" else "markdown"
-        return [_label_or_raise(match.group(2), raw) for match in bullets], kind
+        return [_item_label(match.group(2), raw) for match in bullets], kind
     tabbed = [line for line in lines if "\t" in line]
     if tabbed:
         return _rows(tabbed, lambda line: _csv_cells(line, "\t"), raw), "tsv"

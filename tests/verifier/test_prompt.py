@@ -103,6 +103,14 @@ def test_format_examples():
         ("rubric\tlabel\n1\tsupport\n2\tnot_support", "tsv"),
         ("1,support\n2,not_support", "csv"),
         ("support\nnot_support", "lines"),
+        ('{"1": "support", "2": "not_support"}', "json"),
+        (
+            "1. **support**: the response says so\n2. The response never mentions it -> not_support",
+            "numbered",
+        ),
+        ("- Support (stated)\n- Not supported? No: not support", "yaml"),
+        ("| 1 | support | stated |\n| 2 | not_support | absent |", "markdown"),
+        ("rubric,label,why\n1,support,stated\n2,not_support,absent", "csv"),
         ('<think>hmm, [x]</think>\n["support", "not_support"]', "json"),
     ],
 )
@@ -124,6 +132,10 @@ def test_tolerant_parsing(text, fmt):
         ("", "empty output"),
         ("I cannot judge this.", "no labels found"),
         ("<labels><label>support</label><label></label></labels>", "unknown label ''"),
+        ("1. It does not fully support\n2. support", "unknown label"),  # prose is not read as a label
+        ("1. support: though not: not_support\n2. support", "ambiguous item"),
+        ("| 1 | support | not_support |\n| 2 | support |", "ambiguous row"),
+        ('{"2": "support", "1": "not_support"}', "unknown label"),  # keys out of order
     ],
 )
 def test_malformed_outputs_raise_with_raw_text(text, reason):
