@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from rubric_pipeline.schema import LabelledExample, Rubric, write_jsonl
+from rubric_pipeline.schema import LabelledExample, RecordError, Rubric, write_jsonl
 from verifier.augment import (
     MASTER_KEYS,
     AugmentConfig,
@@ -148,3 +148,17 @@ def test_trec_dev_sample_counts(trec_dir, tmp_path):
     assert sum(len(e.rubrics) for e in result.splits["train"] if e.label_source == "augment:regroup") == 1612
     assert counts["augment:truncation"] + counts["truncation_skipped"] <= len(real)
     assert all(set(e.labels) == {"not_support"} for e in result.splits["heldout_keys"])
+
+
+def test_reads_a_datasets_dir_and_skips_already_augmented_examples(tmp_path):
+    from verifier.augment import augment, read_labelled_input, write_splits
+
+    first = augment_examples(EXAMPLES, AugmentConfig(regroup_rounds=0))
+    write_splits(tmp_path / "a", first, meta={})
+    again = read_labelled_input(tmp_path / "a", "train")
+    assert again == first.splits["train"]
+    second = augment(AugmentConfig(input=str(tmp_path / "a"), output=str(tmp_path / "b"), regroup_rounds=0))
+    # master keys are built from the 3 real examples only, not from the augmented ones read back
+    assert second.counts["augment:punctuation"] == 2 * 4
+    with pytest.raises(RecordError, match="no split 'dev'"):
+        read_labelled_input(tmp_path / "a", "dev")
