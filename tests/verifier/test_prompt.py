@@ -156,3 +156,25 @@ def test_compliance_is_by_detected_format():
     assert not prompt.complies(parse_labels('["support"]', 1), "csv")
     assert prompt.complies(parse_labels('["support"]', 1), "python")  # a JSON list is a valid Python list
     assert not prompt.complies(parse_labels("support, support", 2), "pipe")
+
+
+def test_windows_share_a_token_prefix_under_the_tiny_models_chat_template(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    response = "The capital of France is Paris, a city of museums; it has 2.1 million inhabitants."
+    rubrics = [f"Paris has property number {i}" for i in range(20)]
+    ids = [
+        tokenizer.apply_chat_template(
+            prompt.render_messages("What is the capital of France?", response, rubrics[part]),
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=False,
+        )
+        for part in prompt.window_slices(len(rubrics), 10)
+    ]
+    shared = next(i for i, (a, b) in enumerate(zip(ids[0], ids[1], strict=False)) if a != b)
+    prefix_text = prompt.render_prefix("What is the capital of France?", response)
+    prefix_ids = tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
+    assert shared >= len(prefix_ids)  # everything before the rubric list is cached once per response
+    assert shared / len(ids[0]) > 0.5
