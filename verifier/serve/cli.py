@@ -62,7 +62,15 @@ class ServeConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=None, help="recipe YAML; its `serve` section fills the options")
-    add_config_arguments(parser, ServeConfig)
+    add_config_arguments(parser, ServeConfig, skip=("engine_url",))
+    parser.add_argument(
+        "--engine-url",
+        dest="engine_url",
+        action="extend",
+        nargs="+",
+        default=argparse.SUPPRESS,
+        help="running vLLM server(s) to use instead of starting one; repeatable, balanced by least load",
+    )
 
 
 def engine_base_url(url: str) -> str:
@@ -155,6 +163,10 @@ def run(args: argparse.Namespace) -> int:
             f"reward gateway on http://{config.host}:{config.port} -> {', '.join(base_urls)} ({model})",
             flush=True,
         )
+        # uvicorn re-raises the signal it caught once it has shut down; ignored here, so the process stops
+        # the engine below and exits 0 rather than dying mid-cleanup.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         server.run()
     finally:
         if engine is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -112,6 +113,22 @@ class MetricsMiddleware:
 ENDPOINTS = ("/v1/judge", "/get_reward", "/health", "/metrics")
 
 
+def admit(request: Request) -> RewardService:
+    """Auth and body size, checked before the body is parsed."""
+    token, max_body_bytes = request.app.state.token, request.app.state.max_body_bytes
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_body_bytes:
+        raise HTTPException(413, f"body of {length} bytes; the limit is {max_body_bytes}")
+    return request.app.state.service
+
+
+AdmittedService = Annotated[RewardService, Depends(admit)]
+
+
 def create_app(
     service: RewardService | None = None,
     *,
@@ -131,7 +148,7 @@ def create_app(
         async with httpx.AsyncClient(timeout=2.0) as probe:
             app.state.probe = probe
             if open_service is None:
-                app.state.service = service
+                app.state.service, app.state.token, app.state.max_body_bytes = service, token, max_body_bytes
                 yield
             else:
                 async with open_service(metrics) as opened:
@@ -140,20 +157,7 @@ def create_app(
 
     app = FastAPI(title="rubric-verifier reward gateway", lifespan=lifespan)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.service = service
-
-    def admit(request: Request) -> RewardService:
-        """Auth and body size, checked before the body is parsed."""
-        if token is not None:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
-                raise HTTPException(
-                    401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-                )
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            raise HTTPException(413, f"body of {length} bytes; the limit is {max_body_bytes}")
-        return request.app.state.service
+    app.state.service, app.state.token, app.state.max_body_bytes = service, token, max_body_bytes
 
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
@@ -169,14 +173,12 @@ def create_app(
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.post("/v1/judge", response_model=JudgeResponse)
-    async def judge(body: JudgeRequest, service: Annotated[RewardService, Depends(admit)]) -> dict[str, Any]:
+    async def judge(body: JudgeRequest, service: AdmittedService) -> dict[str, Any]:
         results = await service.judge_items([item.to_item() for item in body.items], body.aggregation)
         return {"results": [result.to_dict() for result in results]}
 
     @app.post("/get_reward", response_model=OpenRLHFResponse)
-    async def get_reward(
-        body: OpenRLHFRequest, service: Annotated[RewardService, Depends(admit)]
-    ) -> dict[str, Any]:
+    async def get_reward(body: OpenRLHFRequest, service: AdmittedService) -> dict[str, Any]:
         if not body.query and not body.prompts and not body.labels:
             return {"rewards": [], "scores": [], "extra_logs": {}}  # OpenRLHF's idle ranks send empty lists
         return await service.openrlhf_rewards(body.query, body.prompts, body.labels)
@@ -205,3 +207,35 @@ async def _engine_state(probe: httpx.AsyncClient, url: str) -> str:
     except httpx.HTTPError:
         return "unreachable"
     return "ok" if response.status_code == 200 else f"status {response.status_code}"
+
+
+class BackgroundServer:
+    """Run an app with uvicorn on a thread (tests, benchmarks, notebooks); ``with`` starts and stops it."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        from verifier.serve.engine import free_port
+
+        self.host, self.port = host, port or free_port(host)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread = threading.Thread(target=self.server.run, name="rv-gateway", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start on {self.url}")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=30)

@@ -32,7 +32,7 @@ NO_RUBRICS = "no_rubrics"
 TIMEOUT = "timeout"
 ENGINE_ERROR = "engine_error"
 UNPARSABLE = "unparsable"
-INTERNAL_ERROR = "internal_error"
+UNSCORABLE = "unscorable"
 
 
 class QueueFull(RuntimeError):
@@ -210,7 +210,7 @@ class RewardService:
             return list(await asyncio.gather(*(self.judge_item(item, aggregation) for item in items)))
 
     async def judge_item(self, item: Item, aggregation: str | None = None) -> ItemResult:
-        from verifier.reward import aggregate, is_degenerate
+        from verifier.reward import is_degenerate, score
 
         started = time.perf_counter()
         try:
@@ -235,11 +235,10 @@ class RewardService:
                 if reason == ENGINE_ERROR:
                     self.metrics.engine_errors.labels(ENGINE_ERROR).inc()
                 return self._count(ItemResult(None, None, judgement.error or "no labels", reason))
-            reward = aggregate(judgement.labels, item.rubrics, aggregation or self.aggregation)
-            if reward is None:  # e.g. every rubric weighs 0 under this aggregation
-                message = f"no reward under aggregation {aggregation or self.aggregation!r}"
-                return self._count(ItemResult(list(judgement.labels), None, message, NO_RUBRICS))
-            return self._count(ItemResult(list(judgement.labels), reward))
+            outcome = score(judgement.labels, item.rubrics, aggregation or self.aggregation)
+            if outcome.value is None:  # e.g. no vital rubric under a vital-only aggregation
+                return self._count(ItemResult(list(judgement.labels), None, outcome.reason, UNSCORABLE))
+            return self._count(ItemResult(list(judgement.labels), outcome.value))
         finally:
             self.metrics.item_latency.observe(time.perf_counter() - started)
 
