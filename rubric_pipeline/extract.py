@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rubric_pipeline.prompts import ask, render_prompt
@@ -68,6 +69,22 @@ def decontextualize(sentence: str, title: str | None) -> str:
     return sentence
 
 
+def idf_weights(texts: Iterable[str]) -> dict[str, float]:
+    """BM25-style inverse document frequency of every content token over ``texts``."""
+    frequency: Counter[str] = Counter()
+    count = 0
+    for text in texts:
+        frequency.update(set(content_tokens(text)))
+        count += 1
+    return {term: math.log(1 + (count - df + 0.5) / (df + 0.5)) for term, df in frequency.items()}
+
+
+def question_coverage(question: str, text: str, weights: Mapping[str, float] | None = None) -> float:
+    """Weight of the question's content terms that ``text`` contains (each term counted once)."""
+    present = set(tokens(text))
+    return sum((weights or {}).get(term, 1.0) for term in set(content_tokens(question)) if term in present)
+
+
 def extract_offline(
     question: str,
     queries: Sequence[str],
@@ -76,22 +93,53 @@ def extract_offline(
     max_nuggets: int = 3,
     min_words: int = 5,
     max_words: int = 35,
+    term_weights: Mapping[str, float] | None = None,
+    anchors: Collection[str] | None = None,
 ) -> list[str]:
-    """Pick the passage sentences sharing most content terms with the question (weight 1) and the
-    expanded queries (weight 0.5); a sentence sharing no content term with the question is never picked."""
+    """Extractive nuggets: the passage sentences with the most term weight (``term_weights``, e.g. idf;
+    default 1) on question terms (x1), expansion-query terms (x0.5) and any other content (x0.25, so
+    informative sentences beat filler that merely repeats the question).
+
+    A sentence must contain an anchor term: ``anchors`` when given (the pipeline passes the question's
+    rarest term found by retrieval, typically the entity name; a passage without one yields nothing),
+    else the heaviest question term present in this passage.
+    """
+    weights = term_weights or {}
     question_terms = set(content_tokens(question))
     query_terms = set(content_tokens(" ".join(queries))) - question_terms
+    in_passage = question_terms & set(tokens(f"{passage.title or ''} {passage.text}"))
+    if anchors is None and in_passage:
+        top = max(weights.get(term, 1.0) for term in in_passage)
+        anchors = {term for term in in_passage if weights.get(term, 1.0) >= top}
+    if not anchors:
+        return []
     scored: list[tuple[float, int, str]] = []
     for position, sentence in enumerate(split_sentences(passage.text)):
-        terms = set(tokens(sentence))
-        if not terms & question_terms:  # expansion terms alone drift off-topic
+        sentence = decontextualize(sentence, passage.title)
+        terms = set(content_tokens(sentence))
+        if not terms & set(anchors):
             continue
-        score = len(terms & question_terms) + 0.5 * len(terms & query_terms)
-        nugget = clean_nugget(decontextualize(sentence, passage.title), min_words, max_words)
+        score = sum(
+            weights.get(t, 1.0) * (1.0 if t in question_terms else 0.5 if t in query_terms else 0.25)
+            for t in terms
+        )
+        nugget = clean_nugget(sentence, min_words, max_words)
         if nugget:
             scored.append((score, position, nugget))
     best = sorted(scored, key=lambda item: (-item[0], item[1]))[:max_nuggets]
     return [nugget for _, _, nugget in sorted(best, key=lambda item: item[1])]
+
+
+def question_anchors(question: str, texts: Iterable[str], weights: Mapping[str, float]) -> set[str]:
+    """The heaviest question term(s) present in any of ``texts`` (the retrieved passages)."""
+    present: set[str] = set()
+    for text in texts:
+        present |= set(tokens(text))
+    found = set(content_tokens(question)) & present
+    if not found:
+        return set()
+    top = max(weights.get(term, 1.0) for term in found)
+    return {term for term in found if weights.get(term, 1.0) >= top}
 
 
 def parse_nuggets(text: str) -> list[str]:

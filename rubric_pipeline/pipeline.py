@@ -25,13 +25,22 @@ from typing import Any, Literal
 
 from rubric_pipeline.build_io import ProgressLog, read_gold, write_outputs
 from rubric_pipeline.config import add_config_arguments, build_config, config_hash, option
-from rubric_pipeline.extract import Candidate, extract_offline, extract_with_llm
+from rubric_pipeline.corpus import index_text
+from rubric_pipeline.extract import (
+    Candidate,
+    extract_offline,
+    extract_with_llm,
+    idf_weights,
+    question_anchors,
+    question_coverage,
+)
 from rubric_pipeline.merge import group_candidates, llm_importance, llm_merge, offline_importance, to_rubrics
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.fusion import rrf
 from rubric_pipeline.retrieval.hybrid import RetrievalConfig
 from rubric_pipeline.rewrite import expand_offline, expand_with_llm
 from rubric_pipeline.schema import RubricSet, read_questions
+from rubric_pipeline.scoring import MATCH_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +89,11 @@ class BuildConfig(RetrievalConfig):
     max_nugget_chars: int = option(
         200, help="JSON-schema bound on a generated nugget or query, in characters"
     )
+    min_relative_coverage: float = option(
+        0.5,
+        help="offline extraction: skip passages holding less than this share of the idf weight of question "
+        "terms found in the question's best passage",
+    )
     # merge and importance
     merge_threshold: float = option(0.8, help="cluster nuggets whose mean MiniLM cosine is >= this")
     llm_merge: bool = option(True, help="with an LLM: rewrite multi-member clusters into one nugget")
@@ -104,7 +118,7 @@ class BuildConfig(RetrievalConfig):
     batch_size: int = option(8, help="questions that go through the stages together")
     resume: bool = option(True, help="skip questions already in OUTPUT/progress.jsonl (false: start over)")
     match_threshold: float = option(
-        0.7, help="scoring: MiniLM cosine at which a rubric matches a gold nugget"
+        MATCH_THRESHOLD, help="scoring: MiniLM cosine at which a rubric matches a gold nugget (one-to-one)"
     )
     recall_k: int = option(10, help="scoring: retrieval recall cut-off")
 
@@ -140,6 +154,7 @@ class Builder:
             timer,
         )
         self.llm_kwargs = {"api": config.llm_api, "seed": config.seed, "events": events}
+        self.idf = idf_weights(index_text(p) for p in retriever.passages)
 
     async def rewrite(self, questions: Sequence[tuple[str, str]]) -> list[list[str]]:
         cfg, start = self.config, time.perf_counter()
@@ -212,7 +227,8 @@ class Builder:
             "max_words": cfg.max_words,
         }
 
-        async def one(question: str, group: list[str], passage) -> list[str]:
+        async def one(q_index: int, passage) -> list[str]:
+            question, group = questions[q_index][1], queries[q_index]
             nuggets = None
             if self.client is not None:
                 nuggets = await extract_with_llm(
@@ -227,15 +243,24 @@ class Builder:
                 )
                 if nuggets is None:  # failed call: fall back for this passage, counted, never silent
                     self.events["extract.fallbacks"] += 1
-            return extract_offline(question, group, passage, **bounds) if nuggets is None else nuggets
+            if nuggets is None:
+                nuggets = extract_offline(
+                    question, group, passage, term_weights=self.idf, anchors=anchors[q_index], **bounds
+                )
+            return nuggets
 
-        jobs = [
-            (q_index, rank, passage)
-            for q_index, (passages, _, _) in enumerate(retrieved)
-            for rank, passage in enumerate(passages)
-        ]
+        jobs, anchors = [], []
+        for q_index, (passages, _, _) in enumerate(retrieved):
+            question = questions[q_index][1]
+            anchors.append(question_anchors(question, (index_text(p) for p in passages), self.idf))
+            keep = [True] * len(passages)
+            if self.client is None and passages:  # offline: drop passages that barely touch the question
+                coverage = [question_coverage(question, index_text(p), self.idf) for p in passages]
+                keep = [c > 0 and c >= cfg.min_relative_coverage * max(coverage) for c in coverage]
+                self.events["extract.passages_skipped"] += keep.count(False)
+            jobs.extend((q_index, rank, p) for rank, p in enumerate(passages) if keep[rank])
         # one batch: at most batch_size * passages_per_question coroutines; the client caps requests
-        answers = await asyncio.gather(*(one(questions[q][1], queries[q], passage) for q, _, passage in jobs))
+        answers = await asyncio.gather(*(one(q, passage) for q, _, passage in jobs))
         candidates: list[list[Candidate]] = [[] for _ in questions]
         for (q_index, rank, passage), nuggets in zip(jobs, answers, strict=True):
             query = retrieved[q_index][1][passage.passage_id]

@@ -1,15 +1,23 @@
 """Scores against known gold: retrieval recall@k of gold passages, rubric recall/precision vs gold nuggets.
 
-A rubric matches a gold nugget when the cosine similarity of their all-MiniLM-L6-v2 embeddings is at least
-``threshold`` (default :data:`MATCH_THRESHOLD`). Recall is the share of gold nuggets matched by some rubric,
-precision the share of rubrics matching some gold nugget; both are macro-averaged over questions.
+Rubrics and gold nuggets are matched one-to-one (maximum total cosine similarity of their all-MiniLM-L6-v2
+embeddings); a pair counts when its similarity is at least ``threshold``. Recall is matched pairs over gold
+nuggets, precision matched pairs over rubrics, both macro-averaged over questions. One-to-one matters: in
+the demo world MiniLM similarity is dominated by the entity name, so "any rubric above the threshold" would
+let one rubric match several facts of the same entity, and duplicate rubrics would all count as correct.
+
+Threshold calibration (demo world, seed 0, 191 gold nuggets against the sentences of their gold
+passages): the paraphrase stating the nugget's fact reaches >= 0.75 for 93.6% of nuggets, while the best
+sentence stating another fact of the same entity reaches it for 15.3% (at 0.70: 97.0% vs 42.6%).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-MATCH_THRESHOLD = 0.7
+import numpy as np
+
+MATCH_THRESHOLD = 0.75
 
 
 def recall_at_k(
@@ -22,6 +30,14 @@ def recall_at_k(
         if passages
     ]
     return sum(values) / len(values) if values else None
+
+
+def matched_pairs(similarity: np.ndarray, threshold: float) -> int:
+    """Pairs at or above ``threshold`` in the one-to-one assignment maximizing total similarity."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    return int((similarity[rows, cols] >= threshold).sum())
 
 
 def rubric_scores(
@@ -46,10 +62,9 @@ def rubric_scores(
             recalls.append(0.0)
             continue
         vectors = embed(texts + list(gold_texts), model_path)
-        similarity = vectors[: len(texts)] @ vectors[len(texts) :].T
-        matched = similarity >= threshold
-        recalls.append(float(matched.any(axis=0).mean()))
-        precisions.append(float(matched.any(axis=1).mean()))
+        matched = matched_pairs(vectors[: len(texts)] @ vectors[len(texts) :].T, threshold)
+        recalls.append(matched / len(gold_texts))
+        precisions.append(matched / len(texts))
     return {
         "rubric_recall": sum(recalls) / len(recalls) if recalls else None,
         "rubric_precision": sum(precisions) / len(precisions) if precisions else None,

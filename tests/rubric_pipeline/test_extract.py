@@ -11,8 +11,10 @@ from rubric_pipeline.extract import (
     clean_nugget,
     extract_offline,
     extract_with_llm,
+    idf_weights,
     nugget_schema,
     parse_nuggets,
+    question_anchors,
 )
 from rubric_pipeline.llm import LLMClient, LLMConfig
 from rubric_pipeline.schema import Passage
@@ -90,3 +92,22 @@ async def test_llm_extraction_failure_is_reported_not_silent() -> None:
     async with LLMClient(config) as client:
         assert await extract_with_llm(client, "q", [], PASSAGE, events=events) is None
     assert events["extract.llm_failures"] == 1
+
+
+def test_idf_weights_prefer_informative_sentences_and_anchor_passages() -> None:
+    filler = "is a city that appears in several regional records."
+    docs = [f"Town{i} {filler} Town{i} exports item{i}." for i in range(20)]
+    passage = Passage(
+        "z#0",
+        "z",
+        f"Zanemthorp {filler} Zanemthorp sits on the Gormlitarn River in the Norordal region.",
+        "Zanemthorp",
+    )
+    weights = idf_weights([*docs, passage.text])
+    assert weights["zanemthorp"] > weights["city"] > 0
+    question = "What are the key facts about the city of Zanemthorp?"
+    best = extract_offline(question, [], passage, max_nuggets=1, term_weights=weights)
+    assert best == ["Zanemthorp sits on the Gormlitarn River in the Norordal region."]
+    assert question_anchors(question, [passage.text, docs[0]], weights) == {"zanemthorp"}
+    other = Passage("t#0", "t", docs[0])  # shares only "city": no anchor, no nuggets
+    assert extract_offline(question, [], other, term_weights=weights, anchors={"zanemthorp"}) == []

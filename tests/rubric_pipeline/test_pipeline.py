@@ -226,3 +226,20 @@ def test_build_with_the_tiny_model_on_vllm(world, tmp_path: Path, vllm_server) -
         assert row["meta"]["model"] == vllm_server.model_name and row["meta"]["backend"] == "llm:chat"
         for rubric in row["rubrics"]:
             assert rubric["importance"] in {"vital", "okay"} and rubric["sources"]
+
+
+def test_rubric_matching_is_one_to_one() -> None:
+    from rubric_pipeline.scoring import recall_at_k, rubric_scores
+
+    gold = {
+        "q": ["Velmora was founded in 1342 by salt traders.", "Velmora has a glass harbor built in 1901."]
+    }
+    duplicate = {
+        "q": ["Salt traders founded Velmora in 1342.", "Velmora was founded by salt traders in 1342."]
+    }
+    scores = rubric_scores(duplicate, gold)
+    assert scores["rubric_recall"] == 0.5 and scores["rubric_precision"] == 0.5  # a duplicate counts once
+    both = rubric_scores({"q": [*duplicate["q"][:1], "The glass harbor of Velmora dates from 1901."]}, gold)
+    assert both["rubric_recall"] == 1.0 and both["rubric_precision"] == 1.0
+    assert rubric_scores({}, gold)["rubric_recall"] == 0.0
+    assert recall_at_k({"q": ["a", "x", "b"]}, {"q": ["a", "b"], "r": []}, k=2) == 0.5
