@@ -131,8 +131,12 @@ class ThresholdJudge:
         return self
 
     async def judge(self, question: str, response: str, rubrics: list[Rubric]) -> Judgement:
+        from verifier.reward import is_degenerate
+
         if not rubrics:
             return Judgement(labels=None, error="no rubrics to judge")
+        if is_degenerate(response):  # the same guard as the LLM judge, so reports compare like for like
+            return Judgement(labels=[Label.NOT_SUPPORT.value] * len(rubrics), note="degenerate")
         item = _Item(question, response, rubrics)
         async with self._lock:  # one scoring call at a time: the model is shared and CPU-bound
             (row,) = await asyncio.to_thread(self.scores, [item])

@@ -63,9 +63,10 @@ class Pending:
     rubrics: list
 
 
-def _is_trec(path: Path) -> bool:
+def _is_trec(path: Path, with_answers: bool = True) -> bool:
+    """Whether a jsonl is in nuggetizer form: assignment records, or (``with_answers=False``) nugget lists."""
     first = next(iter_jsonl(path), None)
-    return first is not None and "nuggets" in first[1] and "answer_text" in first[1]
+    return first is not None and "nuggets" in first[1] and (not with_answers or "answer_text" in first[1])
 
 
 def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
@@ -77,7 +78,7 @@ def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
         sets = [RubricSet.from_dict(row) for row in load_from_disk(str(path))]
     elif not path.is_file():
         raise FileNotFoundError(f"rubric sets not found: {path}")
-    elif _is_trec(path):
+    elif _is_trec(path, with_answers=False):
         from rubric_pipeline.trec import read_trec_rubric_sets
 
         sets = read_trec_rubric_sets(path)
