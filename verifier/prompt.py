@@ -13,6 +13,7 @@ import ast
 import csv
 import hashlib
 import io
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -176,6 +177,7 @@ _NUMBERED = re.compile(r"^\(?(\d+)\s*[.):\]-]\s*(.+)$")
 _BULLET = re.compile(r"^([-*+•])\s+(.+)$")
 _TABLE_SEPARATOR = re.compile(r"^:?-{2,}:?$")
 _STRIP = " \t\"'`*_.;,[]()"
+_MAX_BRACKETS = 32  # bounds the work on long, bracket-heavy outputs
 
 
 def normalize_label(token: str) -> str | None:
@@ -234,10 +236,10 @@ def _after_colon(line: str) -> str:
     return tail if sep and normalize_label(head) is None else line
 
 
-def _bracketed(body: str, raw: str) -> tuple[list[str], str] | None:
-    """A JSON or Python list (or ``{"labels": [...]}``) anywhere in the text."""
+def _bracketed(body: str) -> tuple[list[str], str] | None:
+    """A JSON or Python list (or ``{"labels": [...]}``) anywhere in the text (the first few brackets)."""
     decoder = json.JSONDecoder()
-    for match in re.finditer(r"[\[{]", body):
+    for match in itertools.islice(re.finditer(r"[\[{]", body), _MAX_BRACKETS):
         try:
             value, _ = decoder.raw_decode(body, match.start())
         except json.JSONDecodeError:
@@ -246,8 +248,8 @@ def _bracketed(body: str, raw: str) -> tuple[list[str], str] | None:
             value = _dict_labels(value)
         if _is_string_list(value):
             return value, "json"
-    ends = [match.start() for match in re.finditer(r"\]", body)]
-    for start in (match.start() for match in re.finditer(r"\[", body)):
+    ends = [match.start() for match in itertools.islice(re.finditer(r"\]", body), _MAX_BRACKETS)]
+    for start in (match.start() for match in itertools.islice(re.finditer(r"\[", body), _MAX_BRACKETS)):
         for end in (end for end in ends if end > start):
             try:
                 value = ast.literal_eval(body[start : end + 1])
@@ -349,7 +351,7 @@ def parse_labels(text: str, n: int) -> ParsedOutput:
     if xml_items:
         labels, output_format = [_label_or_raise(item, text) for item in xml_items], "xml"
     else:
-        found = _bracketed(body, text)
+        found = _bracketed(body)
         if found is not None:
             labels, output_format = [_label_or_raise(item, text) for item in found[0]], found[1]
         else:
