@@ -1,0 +1,301 @@
+"""`rubric-verifier demo`: every stage of the toolkit on the embedded demo world, end to end.
+
+Each step runs the real subcommand (in-process, the same argv a user would type) and the summary reads the
+files those commands wrote. Serving runs `rubric-verifier serve` as a real subprocess and calls its gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rubric_pipeline.config import add_config_arguments, build_config, option
+from rubric_pipeline.schema import LabelledExample, iter_jsonl, write_jsonl
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DemoConfig:
+    output: str = option("runs/demo", help="folder for everything the demo writes")
+    world: str = option("data/demo", help="demo world folder (corpus, questions, gold, responses)")
+    gemma_model: str = option("", help="Gemma-3-270M folder; default RV_MODELS_DIR/gemma-3-270m")
+    llm_build_questions: int = option(8, help="questions built with Gemma (the offline build does all)")
+    heldout_fraction: float = option(0.25, help="fraction of questions held out from training")
+    heldout_families: list[str] = option(["multilingual"], help="master-key families kept out of training")
+    eval_limit: int | None = option(None, help="evaluate only the first N held-out examples")
+    train: bool = option(True, help="run stage 1 SFT (off: stop after zero-shot evaluation)")
+    engine_max_model_len: int = option(2048, help="context length of the demo engines")
+    seed: int = option(0, help="seed for the split")
+
+
+class Demo:
+    """Runs the steps in order, timing each, and collects one summary."""
+
+    def __init__(self, config: DemoConfig, recipe: str | None):
+        self.config, self.recipe = config, recipe
+        self.out = Path(config.output)
+        self.steps: list[tuple[str, float]] = []
+        self.summary: dict[str, Any] = {}
+
+    def step(self, name: str, action: Callable[[], Any]) -> Any:
+        print(f"\n=== {name}", flush=True)
+        start = time.perf_counter()
+        result = action()
+        self.steps.append((name, time.perf_counter() - start))
+        return result
+
+    def cli(self, *argv: str) -> None:
+        from verifier.cli import main
+
+        code = main([str(arg) for arg in argv])
+        if code != 0:
+            raise RuntimeError(f"`rubric-verifier {' '.join(map(str, argv))}` exited with {code}")
+
+    def recipe_args(self) -> list[str]:
+        return ["--recipe", self.recipe] if self.recipe else []
+
+    # ------------------------------------------------------------------ steps
+
+    def build(self, name: str, *extra: str) -> dict[str, Any]:
+        target = self.out / name
+        world = Path(self.config.world)
+        self.cli(
+            "build", *self.recipe_args(), "--output", target, "--corpus", world / "corpus.jsonl",
+            "--questions", world / "questions.jsonl", "--gold", world / "gold.jsonl", *extra,
+        )  # fmt: skip
+        return json.loads((target / "stats.json").read_text())
+
+    def split_responses(self) -> tuple[Path, Path]:
+        from verifier.train_data import split_by_question
+
+        path = Path(self.config.world) / "responses.jsonl"
+        examples = [LabelledExample.from_dict(record) for _, record in iter_jsonl(path)]
+        train, heldout = split_by_question(examples, self.config.heldout_fraction, self.config.seed)
+        labels = self.out / "labels"
+        write_jsonl(labels / "train.jsonl", [e.to_dict() for e in train])
+        write_jsonl(labels / "heldout.jsonl", [e.to_dict() for e in heldout])
+        self.summary["split"] = {
+            "train_examples": len(train),
+            "heldout_examples": len(heldout),
+            "heldout_questions": len({e.qid for e in heldout}),
+        }
+        return labels / "train.jsonl", labels / "heldout.jsonl"
+
+    def augment(self, source: Path, name: str) -> Path:
+        target = self.out / name
+        self.cli(
+            "augment", *self.recipe_args(), "--input", source, "--output", target,
+            "--heldout-families", *self.config.heldout_families,
+        )  # fmt: skip
+        return target
+
+    def heldout_eval_set(self, heldout: Path, augmented: Path) -> Path:
+        """Held-out questions' real responses plus master keys of every family (held-out ones included)."""
+        from datasets import load_from_disk
+
+        rows = [record for _, record in iter_jsonl(heldout)]
+        splits = load_from_disk(str(augmented))
+        for split in splits.values():
+            rows += [row for row in split if row["label_source"].split(":")[1:2] != ["regroup"]
+                     and row["label_source"].startswith("augment:")]  # fmt: skip
+        path = self.out / "labels" / "heldout_eval.jsonl"
+        write_jsonl(path, rows)
+        return path
+
+    def evaluate(self, name: str, data: Path, base_url: str, model: str) -> dict[str, Any]:
+        report = self.out / "eval" / f"{name}.json"
+        limit = ["--limit", self.config.eval_limit] if self.config.eval_limit else []
+        self.cli(
+            "eval", "--judge", "llm", "--llm-url", base_url, "--model", model, "--data", data,
+            "--output", report, "--heldout-families", *self.config.heldout_families, *limit,
+        )  # fmt: skip
+        return json.loads(report.read_text())
+
+    def train_sft(self, train_aug: Path) -> Path:
+        train_rows = self.out / "labels" / "train_augmented.jsonl"
+        from datasets import load_from_disk
+
+        write_jsonl(train_rows, (row for row in load_from_disk(str(train_aug))["train"]))
+        target = self.out / "sft"
+        self.cli("train", "sft", *self.recipe_args(), "--model", self.gemma_dir(), "--data", train_rows,
+                 "--output-dir", target)  # fmt: skip
+        return target / "merged"
+
+    def gemma_dir(self) -> str:
+        if self.config.gemma_model:
+            return self.config.gemma_model
+        from verifier.models import default_models_dir
+
+        return str(default_models_dir() / "gemma-3-270m")
+
+    def serve_and_score(self, model_dir: Path) -> list[dict[str, Any]]:
+        """Start `rubric-verifier serve` as users do, score a few responses (master keys among them)."""
+        from verifier.serve.engine import free_port
+
+        port = free_port()
+        log = (self.out / "serve.log").open("w")
+        max_len = str(self.config.engine_max_model_len)
+        command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir),
+                   "--port", str(port), "--max-model-len", max_len]  # fmt: skip
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_for_gateway(f"http://127.0.0.1:{port}", process)
+            items = self.scoring_items()
+            body = {"items": [{k: item[k] for k in ("question", "response", "rubrics")} for item in items]}
+            response = httpx.post(f"http://127.0.0.1:{port}/v1/judge", json=body, timeout=300)
+            response.raise_for_status()
+            results = response.json()["results"]
+            return [item | {"result": result} for item, result in zip(items, results, strict=True)]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
+
+    def _wait_for_gateway(self, url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = (self.out / "serve.log").read_text()[-3000:]
+                raise RuntimeError(f"`rubric-verifier serve` exited with {process.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise RuntimeError(f"gateway {url} not healthy after {timeout_s:.0f}s")
+
+    def scoring_items(self) -> list[dict[str, Any]]:
+        heldout = [LabelledExample.from_dict(r) for _, r in iter_jsonl(self.out / "labels" / "heldout.jsonl")]
+        picked = [e for e in heldout if e.response_id.endswith(("-complete", "-none"))][:2] or heldout[:2]
+        base = picked[0]
+        rubrics = [rubric.text for rubric in base.rubrics]
+        items = [
+            {"kind": example.response_id, "question": example.question, "response": example.response,
+             "rubrics": [rubric.text for rubric in example.rubrics]}
+            for example in picked
+        ]  # fmt: skip
+        for key in (":", "Let's solve this problem step by step.", "Respuesta"):
+            items.append({"kind": f"master key {key!r}", "question": base.question, "response": key,
+                          "rubrics": rubrics})  # fmt: skip
+        return items
+
+    # ------------------------------------------------------------------ run
+
+    def engine(self, model: str, log_name: str):
+        from verifier.serve.engine import EngineConfig, VLLMEngine
+
+        log_path = str(self.out / log_name)
+        return VLLMEngine(
+            EngineConfig(model=model, max_model_len=self.config.engine_max_model_len, log_path=log_path)
+        )
+
+    def run(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.summary["build_offline"] = self.step(
+            "build rubrics, offline backends", lambda: self.build("rubrics-offline")
+        )
+        train, heldout = self.step("split demo responses by question", self.split_responses)
+        heldout_aug = self.step(
+            "augment held-out responses", lambda: self.augment(heldout, "heldout-augmented")
+        )
+        eval_set = self.heldout_eval_set(heldout, heldout_aug)
+
+        gemma = self.engine(self.gemma_dir(), "engine-gemma.log")
+        with self.step("start vLLM with Gemma-3-270M", gemma.start):
+            self.summary["build_gemma"] = self.step(
+                "build rubrics with Gemma-3-270M",
+                lambda: self.build("rubrics-gemma", "--llm-url", gemma.base_url, "--model", gemma.model_name,
+                                   "--limit", str(self.config.llm_build_questions)),
+            )  # fmt: skip
+            self.summary["eval_zero_shot"] = self.step(
+                "evaluate Gemma-3-270M zero-shot on held-out questions",
+                lambda: self.evaluate("gemma-zero-shot", eval_set, gemma.base_url, gemma.model_name),
+            )
+        if self.config.train:
+            train_aug = self.step(
+                "augment training responses", lambda: self.augment(train, "train-augmented")
+            )
+            merged = self.step("stage 1: SFT (LoRA) on Gemma-3-270M", lambda: self.train_sft(train_aug))
+            trained = self.engine(str(merged), "engine-sft.log")
+            with self.step("start vLLM with the trained verifier", trained.start):
+                self.summary["eval_sft"] = self.step(
+                    "evaluate the trained verifier on held-out questions",
+                    lambda: self.evaluate("gemma-sft", eval_set, trained.base_url, trained.model_name),
+                )
+            self.summary["served"] = self.step(
+                "serve the trained verifier and score through /v1/judge", lambda: self.serve_and_score(merged)
+            )
+        self.summary["steps"] = self.steps
+        (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=str))
+        print(render_summary(self.summary))
+        return self.summary
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    lines = ["", "=" * 78, "demo summary", "=" * 78]
+    for key, title in (("build_offline", "rubrics, offline"), ("build_gemma", "rubrics, Gemma-3-270M")):
+        stats = summary.get(key)
+        if stats:
+            scores = stats.get("scores", {})
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in stats.get("stage_seconds", {}).items())
+            lines.append(
+                f"{title:24s} questions {stats['questions']:3d}  rubrics {stats['rubrics']:4d}  "
+                f"recall@10 {_fmt(scores.get('recall@10'))}  "
+                f"rubric recall {_fmt(scores.get('rubric_recall'))}  "
+                f"precision {_fmt(scores.get('rubric_precision'))} "
+                f"(cosine >= {scores.get('match_threshold')})"
+            )
+            lines.append(f"{'':24s} stage wall time: {stages}")
+    for key, title in (("eval_zero_shot", "judge, zero-shot"), ("eval_sft", "judge, after SFT")):
+        report = summary.get(key)
+        if report:
+            labels, keys = report["labels"], report.get("master_key", {})
+            lines.append(
+                f"{title:24s} macro-F1 {_fmt(labels['macro_f1'])}  accuracy {_fmt(labels['accuracy'])}  "
+                f"master-key FPR (held-out families) {_fmt(keys.get('fpr'))}  "
+                f"unjudgeable {report['unjudgeable']['rubrics']}"
+            )
+    for item in summary.get("served", []):
+        result = item["result"]
+        reward = "None" if result["reward"] is None else f"{result['reward']:.3f}"
+        lines.append(f"served: {item['kind'][:40]:40s} reward {reward:>6s}  labels {result['labels']}")
+    lines.append(
+        "steps (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in summary.get("steps", []))
+    )
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", default=None, help="YAML recipe; its `demo` section fills the options "
+                        "and its other sections configure each stage")  # fmt: skip
+    add_config_arguments(parser, DemoConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = build_config(DemoConfig, args.recipe, "demo", args)
+    Demo(config, args.recipe).run()
+    return 0
