@@ -182,6 +182,9 @@ def run_rl(config: RLStageConfig, splits=None) -> StageResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "stage_config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
 
+    from transformers import set_seed
+
+    set_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
     trainer = GRPOTrainer(
         model=model,

@@ -273,8 +273,8 @@ def save_merged(model, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
-def run_sft(config: SFTStageConfig, splits=None) -> StageResult:
-    """Train stage 1 and return where the merged model is."""
+def run_sft(config: SFTStageConfig, splits=None, callbacks: tuple = ()) -> StageResult:
+    """Train stage 1 (on ``splits`` if given, else on ``config.data``) and return where the model is."""
     import torch
 
     from verifier.completion_lm import CompletionOnlySFTTrainer
@@ -302,6 +302,9 @@ def run_sft(config: SFTStageConfig, splits=None) -> StageResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "stage_config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
 
+    from transformers import set_seed
+
+    set_seed(config.seed)  # before PEFT creates the adapter inside the trainer: same init for the same seed
     model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
     peft_config = (
         lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
@@ -315,7 +318,7 @@ def run_sft(config: SFTStageConfig, splits=None) -> StageResult:
         train_dataset=to_dataset([window.sft_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[callback],
+        callbacks=[callback, *callbacks],
         completion_only_logits=config.completion_only_logits,
     )
     started = time.perf_counter()
