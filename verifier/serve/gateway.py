@@ -40,10 +40,13 @@ class RubricIn(BaseModel):
     weight: float | None = Field(default=None, ge=0)
 
 
+RubricText = Annotated[str, Field(min_length=1)]
+
+
 class JudgeItemIn(BaseModel):
     question: str
     response: str
-    rubrics: list[str | RubricIn]
+    rubrics: list[RubricText | RubricIn]
 
     def to_item(self) -> Item:
         rubrics = [
