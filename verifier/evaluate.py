@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 AUGMENT_PREFIX = "augment:"
 AGGREGATIONS = ("weighted", "all", "vital", "strict_all", "strict_vital")
 CREDITED = frozenset({"support", "partial_support"})
+NOT_NEGATIVE = frozenset({"regroup"})
 
 
 @dataclass
@@ -82,7 +83,15 @@ def _example(path: Path, where: int, record: dict[str, Any]) -> LabelledExample:
 
 
 def augment_family(label_source: str) -> str | None:
-    return label_source[len(AUGMENT_PREFIX) :] if label_source.startswith(AUGMENT_PREFIX) else None
+    """The master-key family of an adversarial negative (``augment:<family>``), else None.
+
+    ``augment:regroup`` rows are real responses with their real labels in new windows: they are scored
+    with the label metrics, not as negatives.
+    """
+    if not label_source.startswith(AUGMENT_PREFIX):
+        return None
+    family = label_source[len(AUGMENT_PREFIX) :]
+    return None if family in NOT_NEGATIVE else family
 
 
 def _reason(error: str | None) -> str:

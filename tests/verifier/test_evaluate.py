@@ -103,9 +103,12 @@ def test_master_key_fpr_per_family() -> None:
     assert colon["heldout"] is True
     assert result["families"]["truncated"]["fpr"] == pytest.approx(1 / 4)
     assert result["fpr"] == pytest.approx(1 / 4)  # summary over held-out families only
-    # augment examples stay out of the label metrics
+    # negatives stay out of the label metrics; regrouped real examples stay in them
+    examples.append(_example("rg", [S, P], source="augment:regroup"))
+    judgements.append(Judgement([S, P]))
     report = build_report(examples, judgements, judge="t", wall_s=1.0)
-    assert report["labels"]["n"] == 2
+    assert report["labels"]["n"] == 4
+    assert "regroup" not in report["master_key"]["families"]
     assert report["master_key"]["fpr"] == pytest.approx(2 / 8)
 
 
