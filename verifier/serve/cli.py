@@ -58,6 +58,7 @@ class ServeConfig:
     cpu_threads: str | None = option(None, help="cores for a CPU engine, e.g. '0-1'")
     chat_template: str | None = option(None, help="chat template file for models without one")
     trace_path: str | None = option(None, help="append every engine call to this JSONL file")
+    engine_args: list[str] = option([], help="extra vLLM flags for the engine started here (recipe list)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +139,7 @@ def start_engine(config: ServeConfig):
         kv_cache_gib=config.kv_cache_gib,
         cpu_threads=config.cpu_threads,
         chat_template=config.chat_template,
+        extra_args=list(config.engine_args),
     )
     return VLLMEngine(engine_config).start()
 
