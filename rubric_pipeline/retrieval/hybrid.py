@@ -29,6 +29,7 @@ class RetrievalConfig:
     overlap_words: int = option(DEFAULT_OVERLAP_WORDS, help="words shared by consecutive windows")
     bm25: bool = option(True, help="use the BM25 (bm25s) retriever")
     dense: bool = option(True, help="use the dense (sentence-transformers) retriever")
+    bm25_backend: str = option("numpy", help="bm25s scorer: numpy, numba (fast, ~7 s JIT start-up) or auto")
     dense_model: str = option(DEFAULT_MODEL, help="sentence-transformers model name or path")
     depth: int = option(100, help="candidates taken from each retriever before fusion")
     k: int = option(10, help="passages kept per query after fusion")
@@ -55,6 +56,7 @@ class HybridRetriever:
         rrf_k: int = RRF_K,
         dense_model: str | None = None,
         batch_size: int = 64,
+        bm25_backend: str = "numpy",
         show_progress: bool = True,
     ) -> None:
         if not bm25 and not dense:
@@ -66,7 +68,7 @@ class HybridRetriever:
         if isinstance(bm25, BM25Index):
             self.bm25 = bm25
         elif bm25:
-            self.bm25 = BM25Index(self.passages, show_progress=show_progress)
+            self.bm25 = BM25Index(self.passages, backend=bm25_backend, show_progress=show_progress)
         if isinstance(dense, DenseIndex):
             self.dense = dense
         elif dense:
@@ -89,7 +91,9 @@ class HybridRetriever:
                 saved.get(key) == value for key, value in wanted.items()
             ):
                 logger.info("reusing retrieval indices in %s", index_dir)
-                return cls.load(index_dir, depth=config.depth, rrf_k=config.rrf_k)
+                return cls.load(
+                    index_dir, depth=config.depth, rrf_k=config.rrf_k, bm25_backend=config.bm25_backend
+                )
             logger.info("indices in %s do not match this corpus/config: rebuilding", index_dir)
         retriever = cls(
             passages,
@@ -99,6 +103,7 @@ class HybridRetriever:
             rrf_k=config.rrf_k,
             dense_model=config.dense_model,
             batch_size=config.embed_batch_size,
+            bm25_backend=config.bm25_backend,
             show_progress=show_progress,
         )
         if index_dir is not None:
@@ -151,14 +156,21 @@ class HybridRetriever:
 
     @classmethod
     def load(
-        cls, directory: str | Path, depth: int | None = None, rrf_k: int | None = None, mmap: bool = False
+        cls,
+        directory: str | Path,
+        depth: int | None = None,
+        rrf_k: int | None = None,
+        mmap: bool = False,
+        bm25_backend: str = "numpy",
     ) -> HybridRetriever:
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"no hybrid retriever at {directory} (missing {CONFIG_FILE})")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        bm25 = BM25Index.load(directory / "bm25", mmap=mmap) if config["bm25"] else False
+        bm25 = (
+            BM25Index.load(directory / "bm25", mmap=mmap, backend=bm25_backend) if config["bm25"] else False
+        )
         dense = DenseIndex.load(directory / "dense", mmap=mmap) if config["dense"] else False
         passages = (bm25 or dense).passages  # type: ignore[union-attr]
         if bm25 and dense and [p.passage_id for p in bm25.passages] != [p.passage_id for p in dense.passages]:

@@ -109,6 +109,18 @@ def test_bm25_save_load_round_trip(bm25: BM25Index, tmp_path: Path) -> None:
         BM25Index.load(tmp_path / "missing")
 
 
+def test_bm25_numba_backend_gives_the_numpy_scores(passages: list[Passage], bm25: BM25Index) -> None:
+    pytest.importorskip("numba")
+    fast = BM25Index(passages, backend="numba", show_progress=False)
+    assert fast.backend == "numba" and bm25.backend == "numpy"
+    queries = ["zorblax river valley", "interest rates bank", "strings tuned in fifths"]
+    for slow_hits, fast_hits in zip(bm25.search(queries, k=5), fast.search(queries, k=5), strict=True):
+        assert [h.score for h in fast_hits] == pytest.approx([h.score for h in slow_hits], rel=1e-6)
+        assert fast_hits[0].passage_id == slow_hits[0].passage_id
+    with pytest.raises(ValueError, match="unknown BM25 backend"):
+        BM25Index(passages, backend="gpu")
+
+
 # ---------------------------------------------------------------- dense
 
 
