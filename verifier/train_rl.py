@@ -48,7 +48,9 @@ class RLStageConfig:
     per_device_train_batch_size: int = option(4, help="completions per device per step")
     gradient_accumulation_steps: int = option(1, help="micro-batches per optimizer step")
     num_generations: int = option(4, help="completions sampled per prompt (the GRPO group)")
-    generation_batch_size: int | None = option(None, help="completions per generation round (default: batch)")
+    generation_batch_size: int | None = option(
+        None, help="completions per generation round (default: global batch x accumulation steps)"
+    )
     max_completion_length: int = option(64, help="tokens generated per completion")
     temperature: float = option(1.0, help="sampling temperature")
     beta: float = option(0.0, help="KL coefficient (0: no reference model)")
@@ -116,14 +118,6 @@ def trl_grpo_config(config: RLStageConfig):
     from trl import GRPOConfig
 
     cuda = torch.cuda.is_available()
-    generation_batch_size = config.generation_batch_size or (
-        config.per_device_train_batch_size * config.gradient_accumulation_steps
-    )
-    if generation_batch_size % config.num_generations:
-        raise ValueError(
-            f"generation_batch_size ({generation_batch_size}) must be divisible by "
-            f"num_generations ({config.num_generations})"
-        )
     kwargs: dict[str, Any] = {
         "output_dir": config.output_dir,
         "learning_rate": config.learning_rate,
@@ -132,7 +126,8 @@ def trl_grpo_config(config: RLStageConfig):
         "per_device_train_batch_size": config.per_device_train_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "num_generations": config.num_generations,
-        "generation_batch_size": generation_batch_size,
+        # None: TRL derives it (batch x processes x accumulation) and checks it divides by num_generations
+        "generation_batch_size": config.generation_batch_size,
         "max_completion_length": config.max_completion_length,
         "temperature": config.temperature,
         "beta": config.beta,
@@ -161,7 +156,7 @@ def run_rl(config: RLStageConfig, splits=None) -> StageResult:
     from trl import GRPOTrainer
 
     from verifier.train_data import build_splits, read_labelled, to_dataset
-    from verifier.train_sft import load_model_and_tokenizer, lora_config, resolve_resume, save_merged
+    from verifier.train_sft import load_model_and_tokenizer, lora_config, resolve_resume, save_stage_model
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -199,12 +194,8 @@ def run_rl(config: RLStageConfig, splits=None) -> StageResult:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resolve_resume(config.resume_from_checkpoint, config.output_dir))
     seconds = time.perf_counter() - started
-    model_dir = output_dir / "merged"
-    if config.merge:
-        save_merged(trainer.model, tokenizer, model_dir)
-    else:
-        model_dir = output_dir / "final"
-        trainer.save_model(str(model_dir))
+    model_dir = output_dir / ("merged" if config.merge else "final")
+    save_stage_model(trainer, tokenizer, config.model, config.dtype, model_dir, config.merge)
     history = list(trainer.state.log_history)
     rewards = [entry["reward"] for entry in history if "reward" in entry]
     logger.info("GRPO done: %d steps, mean reward by log step %s", trainer.state.global_step, rewards)

@@ -262,7 +262,7 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 
 
 def save_merged(model, tokenizer, out_dir: Path) -> Path:
-    """Merge a LoRA adapter (if any) and write a plain model directory that vLLM can serve."""
+    """Merge a LoRA adapter (if any) in memory and write a plain model directory that vLLM can serve."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +270,33 @@ def save_merged(model, tokenizer, out_dir: Path) -> Path:
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(out_dir)
     logger.info("merged model written to %s", out_dir)
+    return out_dir
+
+
+def save_stage_model(trainer, tokenizer, base_model: str, dtype: str, out_dir: Path, merge: bool) -> Path:
+    """Write the trained model: merged plain weights (``merge``) or the adapter / full weights as trained.
+
+    Under several processes (DeepSpeed ZeRO-3, FSDP) the weights are sharded: ``trainer.save_model``
+    gathers them, and a LoRA adapter is merged afterwards on the main process from the saved files.
+    """
+    is_peft = hasattr(trainer.model, "merge_and_unload")
+    if not merge or not is_peft:
+        trainer.save_model(str(out_dir))
+        if trainer.accelerator.is_main_process:
+            tokenizer.padding_side = "right"
+            tokenizer.save_pretrained(out_dir)
+        return out_dir
+    if trainer.accelerator.num_processes == 1:
+        return save_merged(trainer.model, tokenizer, out_dir)
+    adapter_dir = out_dir.parent / "adapter"
+    trainer.save_model(str(adapter_dir))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        from peft import PeftModel
+
+        base, _ = load_model_and_tokenizer(base_model, dtype)
+        save_merged(PeftModel.from_pretrained(base, str(adapter_dir)), tokenizer, out_dir)
+    trainer.accelerator.wait_for_everyone()
     return out_dir
 
 
@@ -324,12 +351,8 @@ def run_sft(config: SFTStageConfig, splits=None, callbacks: tuple = ()) -> Stage
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resolve_resume(config.resume_from_checkpoint, config.output_dir))
     seconds = time.perf_counter() - started
-    model_dir = output_dir / "merged"
-    if config.merge:
-        save_merged(trainer.model, tokenizer, model_dir)
-    else:
-        trainer.save_model(str(output_dir / "final"))
-        model_dir = output_dir / "final"
+    model_dir = output_dir / ("merged" if config.merge else "final")
+    save_stage_model(trainer, tokenizer, config.model, config.dtype, model_dir, config.merge)
     return StageResult(
         output_dir=str(output_dir),
         model_dir=str(model_dir),

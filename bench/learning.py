@@ -1,0 +1,190 @@
+"""Does the verifier learn? Label agreement on held-out questions before/after SFT and after GRPO.
+
+Demo mode (default): the demo world's responses carry their true labels (the teacher here), master-key
+negatives come from ``verifier.augment`` with the ``multilingual`` family held out. Questions are split
+once; every model is served by the real vLLM engine and judged through the served contract (structured
+outputs), on the held-out questions only:
+
+- zero-shot base model,
+- stage 1 with augmentation, stage 1 without augmentation (same prompts otherwise),
+- stage 2 (GRPO) from the augmented stage 1 model.
+
+TREC mode (``--mode trec``): fine-tune on ``dev.jsonl`` and evaluate on ``test.jsonl`` (about an hour).
+
+    flock /tmp/rv-heavy.lock .venv/bin/python bench/learning.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TREC_DIR = ROOT.parent / "shared" / "data" / "trec_rag24"
+HELDOUT_FAMILIES = ("multilingual",)
+logger = logging.getLogger("bench.learning")
+
+
+def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concurrency: int = 16) -> dict:
+    """Serve ``model_dir`` with vLLM, judge ``examples`` through the served contract, build the report."""
+    from rubric_pipeline.llm import LLMClient, LLMConfig
+    from verifier.evaluate import build_report
+    from verifier.judges import LLMJudge, judge_all
+    from verifier.serve.engine import EngineConfig, VLLMEngine
+
+    async def judge_all_examples(engine: VLLMEngine) -> tuple[list, float]:
+        config = LLMConfig(base_urls=[engine.base_url], model=engine.model_name, timeout_s=300.0)
+        async with LLMClient(config) as client:
+            start = time.perf_counter()
+            judgements = await judge_all(LLMJudge(client), examples, concurrency=concurrency, progress=False)
+            return judgements, time.perf_counter() - start
+
+    engine_config = EngineConfig(
+        model=model_dir, max_model_len=2048, log_path=str(log_dir / f"vllm-{name}.log"), cpu_threads="0-1"
+    )
+    with VLLMEngine(engine_config) as engine:
+        judgements, wall_s = asyncio.run(judge_all_examples(engine))
+    report = build_report(examples, judgements, judge=name, wall_s=wall_s, heldout_families=HELDOUT_FAMILIES)
+    labels = report["labels"]
+    judged_rubrics = labels["n"]
+    total_rubrics = judged_rubrics + labels["unjudgeable"]["rubrics"]
+    summary = {
+        "label_agreement": labels["accuracy"] * judged_rubrics / total_rubrics if total_rubrics else 0.0,
+        "accuracy_judged": labels["accuracy"],
+        "macro_f1": labels["macro_f1"],
+        "unjudgeable_examples": labels["unjudgeable"]["examples"],
+        "heldout_master_key_fpr": report["master_key"]["fpr"],
+        "master_key_fpr_by_family": {k: v["fpr"] for k, v in report["master_key"]["families"].items()},
+    }
+    logger.warning("%s: %s", name, summary)
+    return {"summary": summary, "report": report}
+
+
+def demo_data(args: argparse.Namespace, sft_config):
+    """Labelled demo examples + augmentation, split by question; returns (splits by name, eval examples)."""
+    from rubric_pipeline.demo_world import generate_world, make_responses
+    from verifier.augment import AugmentConfig, augment_examples
+    from verifier.train_data import build_splits, is_augmented, split_by_question
+
+    examples = make_responses(generate_world(seed=args.seed), seed=args.seed)
+    augmented = augment_examples(
+        examples, AugmentConfig(heldout_families=list(HELDOUT_FAMILIES), regroup_rounds=0, seed=args.seed)
+    )
+    train_pool, held_out = split_by_question(augmented.splits["train"], sft_config.eval_fraction, args.seed)
+    eval_qids = {example.qid for example in held_out}
+    eval_real = [example for example in held_out if not is_augmented(example)]
+    eval_keys = [example for example in held_out if is_augmented(example)]  # train families, unseen questions
+    heldout_keys = [example for example in augmented.splits["heldout_keys"] if example.qid in eval_qids]
+    options = sft_config.window_options()
+    common = {
+        "eval_examples": held_out,
+        "max_train_windows": sft_config.max_train_windows,
+        "max_eval_windows": 0,
+    }
+    splits = {
+        "with_augmentation": build_splits(
+            train_pool, options, augment_rate=sft_config.augment_rate, **common
+        ),
+        "without_augmentation": build_splits(train_pool, options, augment_rate=0.0, **common),
+    }
+    return splits, eval_real + eval_keys + heldout_keys
+
+
+def trec_data(args: argparse.Namespace, sft_config):
+    from verifier.train_data import build_splits, read_labelled
+
+    train = read_labelled(TREC_DIR / "dev.jsonl")
+    test = read_labelled(TREC_DIR / "test.jsonl")
+    common = {"eval_examples": test, "max_train_windows": sft_config.max_train_windows, "max_eval_windows": 0}
+    return {"with_augmentation": build_splits(train, sft_config.window_options(), **common)}, test
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mode", choices=["demo", "trec"], default="demo")
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "demo.yaml"))
+    parser.add_argument("--model", default=str(ROOT / ".cache" / "models" / "gemma-3-270m"))
+    parser.add_argument("--work-dir", default=str(ROOT / "runs" / "bench-learning"))
+    parser.add_argument("--out", default=None, help="default bench/results/learning[-trec].json")
+    parser.add_argument("--skip-rl", action="store_true", help="stop after stage 1")
+    parser.add_argument("--skip-no-augment", action="store_true", help="skip the run without augmentation")
+    parser.add_argument("--max-train-windows", type=int, default=None, help="override the recipe's cap")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from rubric_pipeline.config import build_config
+    from verifier.train_data import TrainingSplits
+    from verifier.train_rl import RLStageConfig, run_rl
+    from verifier.train_sft import SFTStageConfig, run_sft
+
+    work = Path(args.work_dir) / args.mode
+    work.mkdir(parents=True, exist_ok=True)
+    sft_config = build_config(SFTStageConfig, args.recipe, "sft", {"model": args.model, "seed": args.seed})
+    if args.max_train_windows is not None:
+        sft_config = replace(sft_config, max_train_windows=args.max_train_windows)
+    if args.mode == "trec":
+        sft_config = replace(sft_config, window_min=5, window_max=10, augment_rate=0.0)
+        splits, eval_examples = trec_data(args, sft_config)
+    else:
+        splits, eval_examples = demo_data(args, sft_config)
+    if args.skip_no_augment:
+        splits.pop("without_augmentation", None)
+
+    results: dict[str, Any] = {"data": {name: s.summary() for name, s in splits.items()}}
+    results["data"]["eval_examples"] = len(eval_examples)
+    results["zero_shot"] = judge_served(args.model, eval_examples, "zero_shot", work)
+    stage1_dirs: dict[str, str] = {}
+    for name, split in splits.items():
+        config = replace(sft_config, output_dir=str(work / f"sft-{name}"), eval_steps=0)
+        stage = run_sft(config, splits=split)
+        stage1_dirs[name] = stage.model_dir
+        results[f"sft_{name}"] = judge_served(stage.model_dir, eval_examples, f"sft_{name}", work)
+        results[f"sft_{name}"]["train_seconds"] = stage.train_seconds
+        results[f"sft_{name}"]["steps"] = stage.global_step
+    if not args.skip_rl:
+        rl_config = build_config(RLStageConfig, args.recipe, "rl", {"seed": args.seed})
+        rl_config = replace(rl_config, model=stage1_dirs["with_augmentation"], output_dir=str(work / "rl"))
+        # RL prompts: the stage 1 training prompts (train questions only), windows no larger than the RL cap
+        rl_windows = [w for w in splits["with_augmentation"].train if len(w.labels) <= rl_config.window_max]
+        rl_split = TrainingSplits(train=rl_windows[: rl_config.max_train_windows or None], eval=[])
+        stage = run_rl(rl_config, splits=rl_split)
+        results["grpo"] = judge_served(stage.model_dir, eval_examples, "grpo", work)
+        results["grpo"]["train_seconds"] = stage.train_seconds
+        results["grpo"]["rewards"] = [entry["reward"] for entry in stage.log_history if "reward" in entry]
+
+    results["command"] = " ".join(["python", "bench/learning.py", *sys.argv[1:]])
+    out = Path(
+        args.out or ROOT / "bench" / "results" / f"learning{'' if args.mode == 'demo' else '-trec'}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    print(f"\n{'model':28}{'agreement':>10}{'macro-F1':>10}{'unjudged':>9}{'held-out key FPR':>18}")
+    for name, entry in results.items():
+        if not isinstance(entry, dict) or "summary" not in entry:
+            continue
+        s = entry["summary"]
+        fpr = s["heldout_master_key_fpr"]
+        fpr_text = "-" if fpr is None else f"{fpr:.3f}"
+        print(
+            f"{name:28}{s['label_agreement']:10.3f}{s['macro_f1']:10.3f}{s['unjudgeable_examples']:9}{fpr_text:>18}"
+        )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
