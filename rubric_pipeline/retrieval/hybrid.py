@@ -29,7 +29,6 @@ class RetrievalConfig:
     overlap_words: int = option(DEFAULT_OVERLAP_WORDS, help="words shared by consecutive windows")
     bm25: bool = option(True, help="use the BM25 (bm25s) retriever")
     dense: bool = option(True, help="use the dense (sentence-transformers) retriever")
-    bm25_backend: str = option("numpy", help="bm25s scorer: numpy, numba (fast, ~7 s JIT start-up) or auto")
     dense_model: str = option(DEFAULT_MODEL, help="sentence-transformers model name or path")
     depth: int = option(100, help="candidates taken from each retriever before fusion")
     k: int = option(10, help="passages kept per query after fusion")
@@ -91,9 +90,7 @@ class HybridRetriever:
                 saved.get(key) == value for key, value in wanted.items()
             ):
                 logger.info("reusing retrieval indices in %s", index_dir)
-                return cls.load(
-                    index_dir, depth=config.depth, rrf_k=config.rrf_k, bm25_backend=config.bm25_backend
-                )
+                return cls.load(index_dir, depth=config.depth, rrf_k=config.rrf_k)
             logger.info("indices in %s do not match this corpus/config: rebuilding", index_dir)
         retriever = cls(
             passages,
@@ -103,7 +100,6 @@ class HybridRetriever:
             rrf_k=config.rrf_k,
             dense_model=config.dense_model,
             batch_size=config.embed_batch_size,
-            bm25_backend=config.bm25_backend,
             show_progress=show_progress,
         )
         if index_dir is not None:
