@@ -275,3 +275,19 @@ def test_search_server_command_line(corpus_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def test_web_backend_over_the_demo_world_corpus(tmp_path: Path) -> None:
+    """The search server serving the generated demo corpus finds each question's gold documents."""
+    from rubric_pipeline.demo_world import generate_world
+
+    world = generate_world(seed=0, n_questions=8, n_documents=80)
+    world.write(tmp_path)
+    index = BM25Index(load_corpus(tmp_path / "corpus.jsonl"), show_progress=False)
+    with serve_in_thread(index) as base_url:
+        async with HTTPSearchBackend(base_url, max_concurrency=4) as backend:
+            results = await backend.search_many([q["question"] for q in world.questions], k=10)
+    for question, passages in zip(world.questions, results, strict=True):
+        gold_docs = {passage_id.split("#")[0] for passage_id in world.gold_passages[question["qid"]]}
+        found = {passage.doc_id.rsplit("/doc/", 1)[1] for passage in passages}
+        assert gold_docs & found, question["question"]
