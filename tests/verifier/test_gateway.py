@@ -323,3 +323,36 @@ def test_serve_flags_override_the_recipe_and_engine_url_repeats(tmp_path):
     args = build_parser("serve").parse_args(argv)
     config = build_config(ServeConfig, args.recipe, "serve", args)
     assert (config.window, config.port, config.engine_url) == (4, 9, ["http://a:1", "http://b:2"])
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_serve_cli_starts_and_stops_its_own_engine(tiny_model_dir, tmp_path):
+    from verifier.serve.engine import free_port
+
+    port, engine_port = free_port(), free_port()
+    flags = ["--model", str(tiny_model_dir), "--port", str(port), "--engine-port", str(engine_port)]
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verifier.cli", "serve", *flags], stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "serve.log"
+            ).read_text()
+            time.sleep(0.5)
+        item = {"question": QUESTION, "response": RESPONSE, "rubrics": RUBRICS[:3]}
+        result = httpx.post(f"http://127.0.0.1:{port}/v1/judge", json={"items": [item]}, timeout=60).json()
+        assert len(result["results"][0]["labels"]) == 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    with pytest.raises(httpx.ConnectError):  # the engine went down with the gateway
+        httpx.get(f"http://127.0.0.1:{engine_port}/health", timeout=2)
