@@ -32,6 +32,12 @@ class Candidate:
     rank: int  # rank of the passage in the question's fused retrieval list (0 = best)
 
 
+def nugget_pattern(max_chars: int = 200) -> str:
+    """One sentence: starts with a capital or digit, ends with a period, no quotes, brackets or newlines
+    (keeps small models from spilling JSON syntax into the text; also bounds its length)."""
+    return rf'^[A-Z0-9][^"\\{{}}\[\]\n\r\t]{{8,{max(max_chars - 2, 8)}}}\.$'
+
+
 def nugget_schema(max_nuggets: int = 3, max_chars: int = 200) -> dict:
     """JSON schema of one extraction answer; ``maxItems`` enforces the per-passage cap."""
     return {
@@ -39,7 +45,7 @@ def nugget_schema(max_nuggets: int = 3, max_chars: int = 200) -> dict:
         "properties": {
             "nuggets": {
                 "type": "array",
-                "items": {"type": "string", "minLength": 1, "maxLength": max_chars},
+                "items": {"type": "string", "pattern": nugget_pattern(max_chars)},
                 "maxItems": max_nuggets,
             }
         },

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rubric_pipeline.extract import Candidate, clean_nugget
+from rubric_pipeline.extract import Candidate, clean_nugget, nugget_pattern
 from rubric_pipeline.prompts import ask, render_prompt
 from rubric_pipeline.schema import DEFAULT_WEIGHTS, Importance, Rubric, Source
 
@@ -101,7 +101,7 @@ def offline_importance(item: Cluster, vital_min_passages: int = 2, vital_top_ran
 def merge_schema(max_chars: int = 200) -> dict:
     return {
         "type": "object",
-        "properties": {"nugget": {"type": "string", "minLength": 1, "maxLength": max_chars}},
+        "properties": {"nugget": {"type": "string", "pattern": nugget_pattern(max_chars)}},
         "required": ["nugget"],
         "additionalProperties": False,
     }

@@ -91,8 +91,8 @@ class BuildConfig(RetrievalConfig):
     )
     min_relative_coverage: float = option(
         0.5,
-        help="offline extraction: skip passages holding less than this share of the idf weight of question "
-        "terms found in the question's best passage",
+        help="skip extraction from passages holding less than this share of the idf weight of question "
+        "terms found in the question's best passage (0: extract from every retrieved passage)",
     )
     # merge and importance
     merge_threshold: float = option(0.8, help="cluster nuggets whose mean MiniLM cosine is >= this")
@@ -254,7 +254,7 @@ class Builder:
             question = questions[q_index][1]
             anchors.append(question_anchors(question, (index_text(p) for p in passages), self.idf))
             keep = [True] * len(passages)
-            if self.client is None and passages:  # offline: drop passages that barely touch the question
+            if passages:  # drop passages that barely touch the question (look-alikes, background)
                 coverage = [question_coverage(question, index_text(p), self.idf) for p in passages]
                 keep = [c > 0 and c >= cfg.min_relative_coverage * max(coverage) for c in coverage]
                 self.events["extract.passages_skipped"] += keep.count(False)

@@ -59,6 +59,11 @@ class QueryDeduper:
         return True
 
 
+def query_pattern(max_chars: int = 200) -> str:
+    """A plain query: no quotes, brackets, underscores (operation names) or newlines; bounded length."""
+    return rf'^[A-Za-z0-9][^"\\{{}}\[\]_\n\r\t]{{2,{max(max_chars - 1, 2)}}}$'
+
+
 def rewrite_schema(n: int, max_chars: int = 200) -> dict:
     """JSON schema of one rewrite call: a list of 1..n ``{operations, query}`` objects."""
     return {
@@ -74,7 +79,7 @@ def rewrite_schema(n: int, max_chars: int = 200) -> dict:
                     "minItems": 1,
                     "maxItems": MAX_OPERATIONS_PER_REWRITE,
                 },
-                "query": {"type": "string", "minLength": 3, "maxLength": max_chars},
+                "query": {"type": "string", "pattern": query_pattern(max_chars)},
             },
             "required": ["operations", "query"],
             "additionalProperties": False,

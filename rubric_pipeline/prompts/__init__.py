@@ -47,7 +47,7 @@ async def ask(client, prompt: str, *, api: str = "chat", **kwargs: object) -> st
     if api == "chat":
         completion = await client.chat([{"role": "user", "content": prompt}], **kwargs)
     elif api == "completions":
-        completion = await client.complete(prompt + "\n\n", **kwargs)
+        completion = await client.complete(prompt, **kwargs)
     else:
         raise ValueError(f"unknown llm api {api!r}; expected 'chat' or 'completions'")
     return completion.text
