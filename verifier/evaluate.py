@@ -284,8 +284,9 @@ def format_table(report: dict[str, Any]) -> str:
 
 def format_comparison(reports: Sequence[dict[str, Any]]) -> str:
     """One row per judge: the headline figures side by side."""
+    width = max([len("judge"), *(len(report["judge"]) for report in reports)]) + 2
     header = (
-        f"{'judge':<22}{'macro-F1':>9}{'acc':>7}{'F1 sup':>8}{'F1 part':>8}{'F1 not':>8}"
+        f"{'judge':<{width}}{'macro-F1':>9}{'acc':>7}{'F1 sup':>8}{'F1 part':>8}{'F1 not':>8}"
         f"{'MAE all':>8}{'tau all':>8}{'tau vital':>10}{'unjudg':>7}{'wall s':>8}"
     )
     lines = [header]
@@ -293,7 +294,7 @@ def format_comparison(reports: Sequence[dict[str, Any]]) -> str:
         labels, nuggets = report["labels"], report["nugget_scores"]
         f1 = {label: labels["per_label"][label]["f1"] for label in LABELS}
         lines.append(
-            f"{report['judge']:<22}{labels['macro_f1']:>9.3f}{labels['accuracy']:>7.3f}"
+            f"{report['judge']:<{width}}{labels['macro_f1']:>9.3f}{labels['accuracy']:>7.3f}"
             f"{f1['support']:>8.3f}{f1['partial_support']:>8.3f}{f1['not_support']:>8.3f}"
             f"{_fmt(nuggets['all']['mae']):>8}{_fmt(nuggets['all']['kendall_tau']):>8}"
             f"{_fmt(nuggets['vital']['kendall_tau']):>10}{labels['unjudgeable']['examples']:>7}"

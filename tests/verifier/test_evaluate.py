@@ -152,3 +152,23 @@ def test_eval_cli_with_lexical_judge(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert report["judge"] == "lexical"
     assert report["labels"]["accuracy"] == pytest.approx(1.0)  # fitted on the same tiny set: separable
     assert "macro-F1" in capsys.readouterr().out
+
+
+@pytest.mark.vllm
+def test_eval_cli_with_the_served_llm_judge(tmp_path: Path, vllm_server) -> None:
+    from verifier.cli import main
+
+    rubrics = [Rubric(f"r{i}", f"The bridge has feature {i}") for i in range(12)]
+    rows = [
+        LabelledExample("q", "Bridge?", "The bridge has feature 3.", "x1", rubrics, [N] * 12, "human"),
+        LabelledExample("q", "Bridge?", "Respuesta", "k1", rubrics, [N] * 12, "augment:multilingual"),
+    ]
+    write_jsonl(tmp_path / "data.jsonl", [row.to_dict() for row in rows])
+    argv = ["eval", "--judge", "llm", "--llm-url", vllm_server.base_url, "--model", vllm_server.model_name]
+    argv += ["--data", str(tmp_path / "data.jsonl"), "--heldout-families", "multilingual"]
+    assert main([*argv, "--output", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["labels"]["unjudgeable"]["examples"] == 0  # constrained output always parses
+    assert report["labels"]["n"] == 12
+    assert report["llm"]["usage"]["requests"] == 2  # two windows for x1; the master key needs no call
+    assert report["master_key"]["families"]["multilingual"]["fpr"] == 0.0
