@@ -51,8 +51,10 @@ NAMES = (
 )
 
 
-def make_items(count: int, n_rubrics: int, tag: str, seed: int = 0, facts: int = 12) -> list[dict[str, Any]]:
-    """Fictional RAG-style answers (``facts`` sentences, ~25 words each) with rubrics; ``tag`` keeps every
+def make_items(
+    count: int, n_rubrics: int, tag: str, n_facts: int = 12, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Fictional RAG-style answers (``n_facts`` sentences, ~25 words each) with rubrics; ``tag`` keeps every
     set's text unique so no run reuses another's cache."""
     rng = random.Random(f"{seed}-{tag}")
     items = []
@@ -62,7 +64,7 @@ def make_items(count: int, n_rubrics: int, tag: str, seed: int = 0, facts: int =
             f"The {rng.choice(WORDS)} of {city} was built in {rng.randint(1700, 1990)} by "
             f"{rng.choice(NAMES)} {rng.choice(NAMES)}, who also designed the {rng.choice(WORDS)} near the "
             f"{rng.choice(WORDS)}."
-            for _ in range(facts)
+            for _ in range(n_facts)
         ]
         response = f"[{tag}-{index}] " + " ".join(facts)
         rubrics = [

@@ -113,3 +113,4 @@ def test_trl_grpo_trainer_runs_with_the_gateway_reward(gateway, tiny_model_dir, 
     assert reward.calls >= 2 and judge_requests(gateway.url) - before >= 2
     logged = [entry for entry in trainer.state.log_history if "rewards/rubric_reward/mean" in entry]
     assert len(logged) == 2 and all(0.0 <= entry["rewards/rubric_reward/mean"] <= 1.0 for entry in logged)
+    assert all(entry["rubric_reward/unjudgeable_frac"] == 0.0 for entry in logged)

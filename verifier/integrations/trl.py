@@ -71,6 +71,8 @@ class RubricReward:
             self.url, items, aggregation=self.aggregation, timeout=self.timeout, token=self.token
         )
         unjudgeable = [r for r in results if r["reward"] is None]
+        if callable(kwargs.get("log_metric")):  # TRL >= 1.16 logs it beside the reward
+            kwargs["log_metric"]("rubric_reward/unjudgeable_frac", len(unjudgeable) / max(len(results), 1))
         if unjudgeable:
             logger.warning(
                 "%d/%d samples unjudgeable: %s", len(unjudgeable), len(results), unjudgeable[0]["error"]
