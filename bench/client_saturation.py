@@ -67,7 +67,7 @@ async def raw_rate(engine: VLLMEngine, body: dict, concurrency: int, requests: i
         return await drive(send, concurrency, requests)
 
 
-async def measure(engine: VLLMEngine, levels: list[int], requests: int, repeats: int) -> dict:
+async def measure(engine: VLLMEngine, levels: list[int], requests: int | None, repeats: int) -> dict:
     # exactly the body LLMClient.chat builds for these arguments
     body = {"model": engine.model_name, "messages": MESSAGES, "max_tokens": 16, "temperature": 0.0, "n": 1}
     await raw_rate(engine, body, 8, 32)  # warm-up: connections, prefix cache
@@ -75,24 +75,32 @@ async def measure(engine: VLLMEngine, levels: list[int], requests: int, repeats:
     for rep in range(repeats):
         for c in levels:
             order = [("client", client_rate), ("raw", raw_rate)]
+            n = requests or max(96, 8 * c)
             for name, rate in order if rep % 2 == 0 else order[::-1]:
-                runs[c][name].append(await rate(engine, body, c, requests))
+                runs[c][name].append(await rate(engine, body, c, n))
             logger.info("rep %d c=%d client %.1f raw %.1f", rep, c, runs[c]["client"][-1], runs[c]["raw"][-1])
     results = []
     for c in levels:
         client, raw = statistics.median(runs[c]["client"]), statistics.median(runs[c]["raw"])
         results.append(
-            {"concurrency": c, "client_rps": client, "raw_rps": raw, "ratio": client / raw, "runs": runs[c]}
+            {
+                "concurrency": c,
+                "requests_per_run": requests or max(96, 8 * c),
+                "client_rps": client,
+                "raw_rps": raw,
+                "ratio": client / raw,
+                "runs": runs[c],
+            }
         )
-    return {"requests_per_run": requests, "repeats": repeats, "max_tokens": 16, "results": results}
+    return {"repeats": repeats, "max_tokens": 16, "results": results}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(REPO / ".cache" / "models" / "tiny"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--requests", type=int, default=128, help="requests per measured run")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=None, help="requests per run (default: max(96, 8c))")
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpu-threads", default=None, help="cores for vLLM, e.g. 0-1 (default: vLLM's)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "client_saturation.json"))
     args = parser.parse_args()
