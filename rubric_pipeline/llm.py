@@ -41,7 +41,11 @@ class LLMConfig:
 
 @dataclass
 class Usage:
-    """Token and request counts; one response's usage, or a client's running totals."""
+    """Token and call counts: one response's, or a client's running totals.
+
+    ``requests`` counts calls that succeeded, ``failures`` calls that raised :class:`LLMError`, ``retries``
+    the extra attempts made by either.
+    """
 
     requests: int = 0
     prompt_tokens: int = 0
