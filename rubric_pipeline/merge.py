@@ -29,7 +29,9 @@ def embed(texts: Sequence[str], model: str | None = None, batch_size: int = 64) 
     from rubric_pipeline.retrieval.dense import encode, load_encoder
 
     if not texts:
-        return np.zeros((0, load_encoder(model).get_sentence_embedding_dimension()), dtype=np.float32)
+        encoder = load_encoder(model)
+        dimension = getattr(encoder, "get_embedding_dimension", encoder.get_sentence_embedding_dimension)()
+        return np.zeros((0, dimension), dtype=np.float32)
     return np.asarray(encode(list(texts), model=model, batch_size=batch_size), dtype=np.float32)
 
 
