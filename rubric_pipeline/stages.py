@@ -1,0 +1,236 @@
+"""The build stages for one batch of questions: rewrite -> retrieve -> extract -> merge (+ importance).
+
+:class:`Builder` holds the retriever, the optional LLM client and the counters; each stage is one method
+over the whole batch, so the LLM calls of a batch run concurrently through the one client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rubric_pipeline.corpus import index_text
+from rubric_pipeline.extract import (
+    Candidate,
+    extract_offline,
+    extract_with_llm,
+    idf_weights,
+    question_anchors,
+    question_coverage,
+)
+from rubric_pipeline.merge import group_candidates, llm_importance, llm_merge, offline_importance, to_rubrics
+from rubric_pipeline.prompts import PROMPT_VERSION
+from rubric_pipeline.retrieval.fusion import rrf
+from rubric_pipeline.rewrite import expand_offline, expand_with_llm
+from rubric_pipeline.schema import RubricSet
+
+if TYPE_CHECKING:
+    from rubric_pipeline.pipeline import BuildConfig
+
+STAGES = ("index", "rewrite", "retrieve", "extract", "merge")
+
+
+@dataclass
+class Timer:
+    seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    def add(self, stage: str, start: float) -> None:
+        self.seconds[stage] += time.perf_counter() - start
+
+
+class Builder:
+    """Runs the stages for batches of questions with one retriever and (optionally) one LLM client."""
+
+    def __init__(self, config: BuildConfig, retriever, client, events: Counter, timer: Timer) -> None:
+        self.config, self.retriever, self.client, self.events, self.timer = (
+            config,
+            retriever,
+            client,
+            events,
+            timer,
+        )
+        self.llm_kwargs = {"api": config.llm_api, "seed": config.seed, "events": events}
+        self.idf = idf_weights(index_text(p) for p in retriever.passages)
+
+    async def rewrite(self, questions: Sequence[tuple[str, str]]) -> list[list[str]]:
+        cfg, start = self.config, time.perf_counter()
+        if self.client is None:
+            nodes = [
+                expand_offline(
+                    question,
+                    self._feedback,
+                    depth=cfg.rewrite_depth,
+                    max_nodes=cfg.rewrite_max_nodes,
+                    per_call=cfg.rewrites_per_call,
+                    n_terms=cfg.prf_terms,
+                    dedup_threshold=cfg.dedup_threshold,
+                )
+                for _, question in questions
+            ]
+        else:  # one coroutine per question of the batch: bounded by batch_size
+            nodes = await asyncio.gather(
+                *(
+                    expand_with_llm(
+                        self.client,
+                        question,
+                        depth=cfg.rewrite_depth,
+                        max_nodes=cfg.rewrite_max_nodes,
+                        per_call=cfg.rewrites_per_call,
+                        dedup_threshold=cfg.dedup_threshold,
+                        max_chars=cfg.max_nugget_chars,
+                        max_tokens=cfg.max_tokens,
+                        **self.llm_kwargs,
+                    )
+                    for _, question in questions
+                )
+            )
+        self.timer.add("rewrite", start)
+        return [[node.query for node in tree] for tree in nodes]
+
+    def _feedback(self, query: str) -> list[tuple[str, float]]:
+        searcher = self.retriever.bm25 or self.retriever
+        (hits,) = searcher.search([query], self.config.prf_docs)
+        return [(hit.passage.text, hit.score) for hit in hits]
+
+    def retrieve(self, queries: list[list[str]]) -> list[tuple[list, dict[str, str], list[str]]]:
+        """Per question: fused passages (best first), the best query per passage, the question's own top-k."""
+        start = time.perf_counter()
+        flat = [query for group in queries for query in group]
+        results = self.retriever.search(flat, self.config.k)
+        out, offset = [], 0
+        for group in queries:
+            lists = results[offset : offset + len(group)]
+            offset += len(group)
+            by_id, best_query, best_rank = {}, {}, {}
+            for query, hits in zip(group, lists, strict=True):
+                for hit in hits:
+                    by_id[hit.passage_id] = hit.passage
+                    if hit.rank < best_rank.get(hit.passage_id, 1 << 30):
+                        best_rank[hit.passage_id], best_query[hit.passage_id] = hit.rank, query
+            fused = rrf([[hit.passage_id for hit in hits] for hits in lists])
+            passages = [by_id[pid] for pid, _ in fused[: self.config.passages_per_question]]
+            out.append((passages, best_query, [hit.passage_id for hit in lists[0]]))
+        self.timer.add("retrieve", start)
+        return out
+
+    async def extract(
+        self, questions: Sequence[tuple[str, str]], queries: list[list[str]], retrieved: list
+    ) -> list[list[Candidate]]:
+        cfg, start = self.config, time.perf_counter()
+        bounds = {
+            "max_nuggets": cfg.nuggets_per_passage,
+            "min_words": cfg.min_words,
+            "max_words": cfg.max_words,
+        }
+
+        async def one(q_index: int, passage) -> list[str]:
+            question, group = questions[q_index][1], queries[q_index]
+            nuggets = None
+            if self.client is not None:
+                nuggets = await extract_with_llm(
+                    self.client,
+                    question,
+                    group,
+                    passage,
+                    max_chars=cfg.max_nugget_chars,
+                    max_tokens=cfg.max_tokens,
+                    **bounds,
+                    **self.llm_kwargs,
+                )
+                if nuggets is None:  # failed call: fall back for this passage, counted, never silent
+                    self.events["extract.fallbacks"] += 1
+            if nuggets is None:
+                nuggets = extract_offline(
+                    question, group, passage, term_weights=self.idf, anchors=anchors[q_index], **bounds
+                )
+            return nuggets
+
+        jobs, anchors = [], []
+        for q_index, (passages, _, _) in enumerate(retrieved):
+            question = questions[q_index][1]
+            anchors.append(question_anchors(question, (index_text(p) for p in passages), self.idf))
+            keep = [True] * len(passages)
+            if passages:  # drop passages that barely touch the question (look-alikes, background)
+                coverage = [question_coverage(question, index_text(p), self.idf) for p in passages]
+                keep = [c > 0 and c >= cfg.min_relative_coverage * max(coverage) for c in coverage]
+                self.events["extract.passages_skipped"] += keep.count(False)
+            jobs.extend((q_index, rank, p) for rank, p in enumerate(passages) if keep[rank])
+        # one batch: at most batch_size * passages_per_question coroutines; the client caps requests
+        answers = await asyncio.gather(*(one(q, passage) for q, _, passage in jobs))
+        candidates: list[list[Candidate]] = [[] for _ in questions]
+        for (q_index, rank, passage), nuggets in zip(jobs, answers, strict=True):
+            query = retrieved[q_index][1][passage.passage_id]
+            candidates[q_index].extend(
+                Candidate(text, passage.passage_id, passage.doc_id, query, rank) for text in nuggets
+            )
+        self.events["extract.candidates"] += sum(len(group) for group in candidates)
+        self.timer.add("extract", start)
+        return candidates
+
+    async def merge(self, questions: Sequence[tuple[str, str]], candidates: list[list[Candidate]]) -> list:
+        from rubric_pipeline.merge import embed
+
+        cfg, start = self.config, time.perf_counter()
+        vectors = embed([c.text for group in candidates for c in group], cfg.dense_model)
+        clusters, offset = [], 0
+        for group in candidates:
+            clusters.append(
+                group_candidates(group, vectors[offset : offset + len(group)], cfg.merge_threshold)
+            )
+            offset += len(group)
+        pairs = [(q, item) for q, items in enumerate(clusters) for item in items]
+        if self.client is not None and cfg.llm_merge:
+            texts = await asyncio.gather(
+                *(llm_merge(self.client, questions[q][1], item, **self._merge_kwargs()) for q, item in pairs)
+            )
+            for (_, item), text in zip(pairs, texts, strict=True):
+                item.text = text
+        importances = [
+            offline_importance(item, cfg.vital_min_passages, cfg.vital_top_rank) for _, item in pairs
+        ]
+        if self.client is not None and cfg.llm_importance:
+            answers = await asyncio.gather(
+                *(
+                    llm_importance(self.client, questions[q][1], item.text, **self.llm_kwargs)
+                    for q, item in pairs
+                )
+            )
+            importances = [answer or rule for answer, rule in zip(answers, importances, strict=True)]
+        rubrics, index = [], 0
+        for (qid, _), items in zip(questions, clusters, strict=True):
+            rubrics.append(to_rubrics(qid, items, importances[index : index + len(items)], cfg.max_rubrics))
+            index += len(items)
+        self.timer.add("merge", start)
+        return rubrics
+
+    def _merge_kwargs(self) -> dict[str, Any]:
+        cfg = self.config
+        bounds = {"min_words": cfg.min_words, "max_words": cfg.max_words, "max_chars": cfg.max_nugget_chars}
+        return bounds | self.llm_kwargs
+
+    async def run_batch(self, questions: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        queries = await self.rewrite(questions)
+        retrieved = self.retrieve(queries)
+        candidates = await self.extract(questions, queries, retrieved)
+        rubrics = await self.merge(questions, candidates)
+        meta = {
+            "model": self.config.model if self.client is not None else "offline",
+            "prompt_version": PROMPT_VERSION,
+            "config_hash": self.config.content_hash(),
+            "backend": "offline" if self.client is None else f"llm:{self.config.llm_api}",
+        }
+        return [
+            {
+                "rubric_set": RubricSet(qid, question, group, rubric_list, dict(meta)).to_dict(),
+                "retrieved": [p.passage_id for p in passages],
+                "question_retrieved": own,
+            }
+            for (qid, question), group, (passages, _, own), rubric_list in zip(
+                questions, queries, retrieved, rubrics, strict=True
+            )
+        ]
