@@ -135,6 +135,8 @@ def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
             questions=config.questions or str(world_dir / "questions.jsonl"),
             gold=config.gold or str(world_dir / "gold.jsonl"),
         )
+    if config.web_search_url:  # not wired into build yet: refuse rather than silently use the corpus
+        raise ValueError("build does not support --web-search-url yet; use a local --corpus")
     if config.corpus is None or config.questions is None:
         raise ValueError("build needs --corpus and --questions (or --demo-world true)")
     return config
