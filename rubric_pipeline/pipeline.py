@@ -29,7 +29,7 @@ from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.hybrid import RetrievalConfig
 from rubric_pipeline.schema import RubricSet, read_questions
 from rubric_pipeline.scoring import MATCH_THRESHOLD
-from rubric_pipeline.stages import Builder, Timer
+from rubric_pipeline.stages import STAGES, Builder, Timer
 
 logger = logging.getLogger(__name__)
 
@@ -189,14 +189,20 @@ async def build_async(
                 )
                 client = await stack.enter_async_context(LLMClient(llm_config))
             builder = Builder(config, retriever, client, events, timer)
-            with tqdm(total=len(pending), desc="build (questions)", unit="q") as bar:
+            bars = {
+                stage: tqdm(total=len(pending), desc=f"{stage:>8}", unit="q", position=i)
+                for i, stage in enumerate(STAGES[1:])
+            }
+            try:
                 for begin in range(0, len(pending), config.batch_size):
                     batch = pending[begin : begin + config.batch_size]
-                    for record in await builder.run_batch(batch):
+                    for record in await builder.run_batch(batch, bars):
                         progress.append(record)
-                        bar.update(1)
                         if on_question_done is not None:
                             on_question_done(record["rubric_set"]["qid"])
+            finally:
+                for bar in bars.values():
+                    bar.close()
             usage = dataclasses.asdict(client.usage) if client is not None else None
     records = [progress.done[qid] for qid, _ in questions]
     stats = {

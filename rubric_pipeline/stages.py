@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -213,11 +213,23 @@ class Builder:
         bounds = {"min_words": cfg.min_words, "max_words": cfg.max_words, "max_chars": cfg.max_nugget_chars}
         return bounds | self.llm_kwargs
 
-    async def run_batch(self, questions: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    async def run_batch(
+        self, questions: Sequence[tuple[str, str]], bars: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """All stages for one batch; ``bars`` (stage -> tqdm) advance as each stage finishes the batch."""
+
+        def done(stage: str) -> None:
+            if bars is not None:
+                bars[stage].update(len(questions))
+
         queries = await self.rewrite(questions)
+        done("rewrite")
         retrieved = self.retrieve(queries)
+        done("retrieve")
         candidates = await self.extract(questions, queries, retrieved)
+        done("extract")
         rubrics = await self.merge(questions, candidates)
+        done("merge")
         meta = {
             "model": self.config.model if self.client is not None else "offline",
             "prompt_version": PROMPT_VERSION,
