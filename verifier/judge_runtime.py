@@ -36,6 +36,9 @@ class JudgeOptions:
     concurrency: int = option(16, help="items judged at once (the client also caps requests per server)")
     timeout_s: float = option(120.0, help="per-request timeout of the LLM client")
     max_retries: int = option(4, help="LLM client retries per request (connection errors, 429, 5xx)")
+    degenerate_guard: bool = option(
+        True, help="label degenerate responses not_support without a model call (off: test the model itself)"
+    )
     fit: str | None = option(None, help="labelled dev set to fit baseline thresholds / majority label on")
     minilm_path: str | None = option(None, help="sentence-transformers model dir (default: packaged MiniLM)")
 
@@ -111,4 +114,5 @@ async def open_judge(options: JudgeOptions) -> AsyncIterator[Judge]:
                 samples=options.samples,
                 temperature=options.temperature,
                 max_tokens=options.max_tokens,
+                degenerate_guard=options.degenerate_guard,
             )

@@ -96,6 +96,7 @@ class LLMJudge:
         max_windows_in_flight: int = 256,
         constrained: bool = True,
         name: str | None = None,
+        degenerate_guard: bool = True,
     ):
         from verifier import prompt
 
@@ -111,6 +112,8 @@ class LLMJudge:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.constrained = constrained
+        # Serving keeps the guard on; evaluating the model's own master-key robustness turns it off.
+        self.degenerate_guard = degenerate_guard
         self.name = name or client.config.model
         # The client caps requests per server; this caps windows queued by one judge across all items.
         self._windows = asyncio.Semaphore(max_windows_in_flight)
@@ -121,7 +124,7 @@ class LLMJudge:
 
         if not rubrics:
             return Judgement(labels=None, error="no rubrics to judge")
-        if is_degenerate(response):
+        if self.degenerate_guard and is_degenerate(response):
             return Judgement(labels=[Label.NOT_SUPPORT.value] * len(rubrics), note=DEGENERATE)
         slices = prompt.window_slices(len(rubrics), self.window)
         results = await asyncio.gather(

@@ -153,3 +153,19 @@ async def test_majority_judge_and_judge_all_order() -> None:
     assert [len(j.labels) for j in judgements] == [3, 3, 3, 3]
     with pytest.raises(RuntimeError):
         await MajorityJudge().judge(QUESTION, RESPONSE, RUBRICS)
+
+
+async def test_degenerate_guard_can_be_turned_off_for_evaluation():
+    """With the guard off the judge must call the model; a refused connection then shows as unjudgeable."""
+    from rubric_pipeline.llm import LLMClient, LLMConfig
+    from rubric_pipeline.schema import Rubric
+    from verifier.judges import LLMJudge
+    from verifier.serve.engine import free_port
+
+    config = LLMConfig(base_urls=[f"http://127.0.0.1:{free_port()}/v1"], model="m", max_retries=0)
+    rubrics = [Rubric("r0", "The river is long.")]
+    async with LLMClient(config) as client:
+        guarded = await LLMJudge(client).judge("q?", ":", rubrics)
+        unguarded = await LLMJudge(client, degenerate_guard=False).judge("q?", ":", rubrics)
+    assert guarded.labels == ["not_support"] and guarded.note == "degenerate"
+    assert unguarded.labels is None and "request failed" in unguarded.error
