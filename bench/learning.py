@@ -143,34 +143,43 @@ def main() -> int:
     if args.skip_no_augment:
         splits.pop("without_augmentation", None)
 
-    results: dict[str, Any] = {"data": {name: s.summary() for name, s in splits.items()}}
-    results["data"]["eval_examples"] = len(eval_examples)
-    results["zero_shot"] = judge_served(args.model, eval_examples, "zero_shot", work)
-    stage1_dirs: dict[str, str] = {}
-    for name, split in splits.items():
-        config = replace(sft_config, output_dir=str(work / f"sft-{name}"), eval_steps=0)
-        stage = run_sft(config, splits=split)
-        stage1_dirs[name] = stage.model_dir
-        results[f"sft_{name}"] = judge_served(stage.model_dir, eval_examples, f"sft_{name}", work)
-        results[f"sft_{name}"]["train_seconds"] = stage.train_seconds
-        results[f"sft_{name}"]["steps"] = stage.global_step
-    if not args.skip_rl:
-        rl_config = build_config(RLStageConfig, args.recipe, "rl", {"seed": args.seed})
-        rl_config = replace(rl_config, model=stage1_dirs["with_augmentation"], output_dir=str(work / "rl"))
-        # RL prompts: the stage 1 training prompts (train questions only), windows no larger than the RL cap
-        rl_windows = [w for w in splits["with_augmentation"].train if len(w.labels) <= rl_config.window_max]
-        rl_split = TrainingSplits(train=rl_windows[: rl_config.max_train_windows or None], eval=[])
-        stage = run_rl(rl_config, splits=rl_split)
-        results["grpo"] = judge_served(stage.model_dir, eval_examples, "grpo", work)
-        results["grpo"]["train_seconds"] = stage.train_seconds
-        results["grpo"]["rewards"] = [entry["reward"] for entry in stage.log_history if "reward" in entry]
-
-    results["command"] = " ".join(["python", "bench/learning.py", *sys.argv[1:]])
     out = Path(
         args.out or ROOT / "bench" / "results" / f"learning{'' if args.mode == 'demo' else '-trec'}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    results: dict[str, Any] = {"command": " ".join(["python", "bench/learning.py", *sys.argv[1:]])}
+    results["data"] = {name: s.summary() for name, s in splits.items()} | {
+        "eval_examples": len(eval_examples)
+    }
+
+    def record(name: str, model_dir: str, stage=None) -> None:
+        """Judge one model and rewrite the results file, so a cut-short run keeps what it measured."""
+        results[name] = judge_served(model_dir, eval_examples, name, work)
+        if stage is not None:
+            results[name] |= {"train_seconds": stage.train_seconds, "steps": stage.global_step}
+            rewards = [entry["reward"] for entry in stage.log_history if "reward" in entry]
+            if rewards:
+                results[name]["rewards"] = rewards
+        out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    def stage1(name: str):
+        config = replace(sft_config, output_dir=str(work / f"sft-{name}"), eval_steps=0)
+        stage = run_sft(config, splits=splits[name])
+        record(f"sft_{name}", stage.model_dir, stage)
+        return stage
+
+    record("zero_shot", args.model)
+    with_augmentation = stage1("with_augmentation")
+    if not args.skip_rl:
+        rl_config = build_config(RLStageConfig, args.recipe, "rl", {"seed": args.seed})
+        rl_config = replace(rl_config, model=with_augmentation.model_dir, output_dir=str(work / "rl"))
+        # RL prompts: the stage 1 training prompts (train questions only), windows no larger than the RL cap
+        rl_windows = [w for w in splits["with_augmentation"].train if len(w.labels) <= rl_config.window_max]
+        rl_split = TrainingSplits(train=rl_windows[: rl_config.max_train_windows or None], eval=[])
+        rl_stage = run_rl(rl_config, splits=rl_split)
+        record("grpo", rl_stage.model_dir, rl_stage)
+    if "without_augmentation" in splits:
+        stage1("without_augmentation")
 
     print(f"\n{'model':28}{'agreement':>10}{'macro-F1':>10}{'unjudged':>9}{'held-out key FPR':>18}")
     for name, entry in results.items():
