@@ -34,10 +34,12 @@ class DemoConfig:
     output: str = option("runs/demo", help="folder for everything the demo writes")
     world: str = option("data/demo", help="demo world folder (corpus, questions, gold, responses)")
     gemma_model: str = option("", help="Gemma-3-270M folder; default RV_MODELS_DIR/gemma-3-270m")
-    llm_build_questions: int = option(8, help="questions built with Gemma (the offline build does all)")
+    llm_build_questions: int = option(3, help="questions built with Gemma (the offline build does all)")
+    llm_build_passages: int = option(3, help="passages per question sent to Gemma for nugget extraction")
     heldout_fraction: float = option(0.25, help="fraction of questions held out from training")
     heldout_families: list[str] = option(["multilingual"], help="master-key families kept out of training")
-    eval_limit: int | None = option(None, help="evaluate only the first N held-out examples")
+    eval_real_examples: int = option(20, help="held-out responses judged in each evaluation")
+    eval_keys_per_family: int = option(4, help="master-key negatives per family judged in each evaluation")
     train: bool = option(True, help="run stage 1 SFT (off: stop after zero-shot evaluation)")
     engine_max_model_len: int = option(2048, help="context length of the demo engines")
     seed: int = option(0, help="seed for the split")
@@ -108,21 +110,27 @@ class Demo:
         """Held-out questions' real responses plus master keys of every family (held-out ones included)."""
         from datasets import load_from_disk
 
-        rows = [record for _, record in iter_jsonl(heldout)]
-        splits = load_from_disk(str(augmented))
-        for split in splits.values():
-            rows += [row for row in split if row["label_source"].split(":")[1:2] != ["regroup"]
-                     and row["label_source"].startswith("augment:")]  # fmt: skip
+        rows = [record for _, record in iter_jsonl(heldout)][: self.config.eval_real_examples]
+        per_family: dict[str, int] = {}
+        for split in load_from_disk(str(augmented)).values():
+            for row in split:
+                family = row["label_source"].removeprefix("augment:")
+                if not row["label_source"].startswith("augment:") or family == "regroup":
+                    continue
+                if per_family.get(family, 0) < self.config.eval_keys_per_family:
+                    per_family[family] = per_family.get(family, 0) + 1
+                    rows.append(row)
         path = self.out / "labels" / "heldout_eval.jsonl"
         write_jsonl(path, rows)
         return path
 
     def evaluate(self, name: str, data: Path, base_url: str, model: str) -> dict[str, Any]:
         report = self.out / "eval" / f"{name}.json"
-        limit = ["--limit", self.config.eval_limit] if self.config.eval_limit else []
+        # The guard is off so the master-key rate measures the model itself, not the gateway's guard.
         self.cli(
             "eval", "--judge", "llm", "--llm-url", base_url, "--model", model, "--data", data,
-            "--output", report, "--heldout-families", *self.config.heldout_families, *limit,
+            "--output", report, "--heldout-families", *self.config.heldout_families,
+            "--degenerate-guard", "false", "--timeout-s", "600",
         )  # fmt: skip
         return json.loads(report.read_text())
 
@@ -143,24 +151,28 @@ class Demo:
 
         return str(default_models_dir() / "gemma-3-270m")
 
-    def serve_and_score(self, model_dir: Path) -> list[dict[str, Any]]:
-        """Start `rubric-verifier serve` as users do, score a few responses (master keys among them)."""
+    def serve_evaluate_and_score(self, model_dir: Path, eval_set: Path) -> None:
+        """Start `rubric-verifier serve` as users do; evaluate via its engine, then score via the gateway."""
         from verifier.serve.engine import free_port
 
-        port = free_port()
+        port, engine_port = free_port(), free_port()
         log = (self.out / "serve.log").open("w")
-        max_len = str(self.config.engine_max_model_len)
         command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir),
-                   "--port", str(port), "--max-model-len", max_len]  # fmt: skip
+                   "--port", str(port), "--engine-port", str(engine_port), "--served-model-name", "verifier",
+                   "--max-model-len", str(self.config.engine_max_model_len)]  # fmt: skip
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        gateway = f"http://127.0.0.1:{port}"
         try:
-            self._wait_for_gateway(f"http://127.0.0.1:{port}", process)
-            items = self.scoring_items()
-            body = {"items": [{k: item[k] for k in ("question", "response", "rubrics")} for item in items]}
-            response = httpx.post(f"http://127.0.0.1:{port}/v1/judge", json=body, timeout=300)
-            response.raise_for_status()
-            results = response.json()["results"]
-            return [item | {"result": result} for item, result in zip(items, results, strict=True)]
+            self.step(
+                "start `rubric-verifier serve` (vLLM + gateway)",
+                lambda: self._wait_for_gateway(gateway, process),
+            )
+            engine_url = f"http://127.0.0.1:{engine_port}/v1"
+            self.summary["eval_sft"] = self.step(
+                "evaluate the trained verifier on held-out questions",
+                lambda: self.evaluate("gemma-sft", eval_set, engine_url, "verifier"),
+            )
+            self.summary["served"] = self.step("score through /v1/judge", lambda: self.score(gateway))
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -168,6 +180,14 @@ class Demo:
             except subprocess.TimeoutExpired:
                 process.kill()
             log.close()
+
+    def score(self, gateway: str) -> list[dict[str, Any]]:
+        items = self.scoring_items()
+        body = {"items": [{k: item[k] for k in ("question", "response", "rubrics")} for item in items]}
+        response = httpx.post(f"{gateway}/v1/judge", json=body, timeout=600)
+        response.raise_for_status()
+        results = response.json()["results"]
+        return [item | {"result": result} for item, result in zip(items, results, strict=True)]
 
     def _wait_for_gateway(self, url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
@@ -223,8 +243,12 @@ class Demo:
         with self.step("start vLLM with Gemma-3-270M", gemma.start):
             self.summary["build_gemma"] = self.step(
                 "build rubrics with Gemma-3-270M",
-                lambda: self.build("rubrics-gemma", "--llm-url", gemma.base_url, "--model", gemma.model_name,
-                                   "--limit", str(self.config.llm_build_questions)),
+                lambda: self.build(
+                    "rubrics-gemma", "--llm-url", gemma.base_url, "--model", gemma.model_name,
+                    "--limit", self.config.llm_build_questions,
+                    "--passages-per-question", self.config.llm_build_passages,
+                    "--max-concurrency", "8", "--timeout-s", "600",
+                ),
             )  # fmt: skip
             self.summary["eval_zero_shot"] = self.step(
                 "evaluate Gemma-3-270M zero-shot on held-out questions",
@@ -235,15 +259,7 @@ class Demo:
                 "augment training responses", lambda: self.augment(train, "train-augmented")
             )
             merged = self.step("stage 1: SFT (LoRA) on Gemma-3-270M", lambda: self.train_sft(train_aug))
-            trained = self.engine(str(merged), "engine-sft.log")
-            with self.step("start vLLM with the trained verifier", trained.start):
-                self.summary["eval_sft"] = self.step(
-                    "evaluate the trained verifier on held-out questions",
-                    lambda: self.evaluate("gemma-sft", eval_set, trained.base_url, trained.model_name),
-                )
-            self.summary["served"] = self.step(
-                "serve the trained verifier and score through /v1/judge", lambda: self.serve_and_score(merged)
-            )
+            self.serve_evaluate_and_score(merged, eval_set)
         self.summary["steps"] = self.steps
         (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=str))
         print(render_summary(self.summary))
