@@ -105,6 +105,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "client_saturation.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would load the CPU
 
     model_dir = Path(args.model_dir).resolve()
     if not (model_dir / "config.json").exists():
