@@ -122,9 +122,11 @@ class VLLMEngine:
 
     def command(self) -> list[str]:
         cfg = self.config
+        # The engine runs in a private working directory, so a relative model folder must be made absolute.
+        model = str(Path(cfg.model).resolve()) if Path(cfg.model).exists() else cfg.model
         args = [
             resolve_python(cfg.python), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", cfg.model, "--served-model-name", self.model_name,
+            "--model", model, "--served-model-name", self.model_name,
             "--host", cfg.host, "--port", str(self.port),
             "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len), "--seed", str(cfg.seed),
             "--structured-outputs-config",

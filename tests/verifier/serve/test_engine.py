@@ -28,3 +28,11 @@ def test_engine_that_dies_raises_with_log_tail(tmp_path):
 def test_engine_requires_a_model():
     with pytest.raises(ValueError, match="model"):
         VLLMEngine(EngineConfig()).start()
+
+
+def test_relative_model_folder_is_made_absolute(tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    monkeypatch.chdir(tmp_path)
+    command = VLLMEngine(EngineConfig(model="m")).command()
+    assert command[command.index("--model") + 1] == str(tmp_path / "m")
+    assert command[command.index("--served-model-name") + 1] == "m"
