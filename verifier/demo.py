@@ -42,6 +42,7 @@ class DemoConfig:
     eval_keys_per_family: int = option(4, help="master-key negatives per family judged in each evaluation")
     train: bool = option(True, help="run stage 1 SFT (off: stop after zero-shot evaluation)")
     engine_max_model_len: int = option(2048, help="context length of the demo engines")
+    engine_cpu_threads: str | None = option(None, help="cores the demo engines use, e.g. '0-1'")
     seed: int = option(0, help="seed for the split")
 
 
@@ -160,6 +161,8 @@ class Demo:
         command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir),
                    "--port", str(port), "--engine-port", str(engine_port), "--served-model-name", "verifier",
                    "--max-model-len", str(self.config.engine_max_model_len)]  # fmt: skip
+        if self.config.engine_cpu_threads:
+            command += ["--cpu-threads", self.config.engine_cpu_threads]
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         gateway = f"http://127.0.0.1:{port}"
         try:
@@ -224,9 +227,13 @@ class Demo:
         from verifier.serve.engine import EngineConfig, VLLMEngine
 
         log_path = str(self.out / log_name)
-        return VLLMEngine(
-            EngineConfig(model=model, max_model_len=self.config.engine_max_model_len, log_path=log_path)
+        config = EngineConfig(
+            model=model,
+            max_model_len=self.config.engine_max_model_len,
+            cpu_threads=self.config.engine_cpu_threads,
+            log_path=log_path,
         )
+        return VLLMEngine(config)
 
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
