@@ -79,23 +79,10 @@ def read_gold(path: str | Path) -> dict[str, dict[str, list[str]]]:
 
 
 def write_trec_rubrics(path: str | Path, rubric_sets: Sequence[RubricSet]) -> None:
-    """Nuggetizer/TREC jsonl; uses :mod:`rubric_pipeline.trec` when present, else a minimal writer."""
-    try:
-        from rubric_pipeline.trec import write_trec_jsonl
-    except ImportError:
-        write_jsonl(
-            path,
-            (
-                {
-                    "qid": rs.qid,
-                    "query": rs.question,
-                    "nuggets": [{"text": r.text, "importance": r.importance} for r in rs.rubrics],
-                }
-                for rs in rubric_sets
-            ),
-        )
-    else:
-        write_trec_jsonl(path, list(rubric_sets))
+    """Nuggetizer/TREC jsonl form of the rubric sets."""
+    from rubric_pipeline.trec import write_trec_jsonl
+
+    write_trec_jsonl(path, list(rubric_sets))
 
 
 def write_outputs(output: Path, rubric_sets: Sequence[RubricSet]) -> None:
