@@ -79,7 +79,8 @@ class Demo:
         world = Path(self.config.world)
         self.cli(
             "build", *self.recipe_args(), "--output", target, "--corpus", world / "corpus.jsonl",
-            "--questions", world / "questions.jsonl", "--gold", world / "gold.jsonl", *extra,
+            "--questions", world / "questions.jsonl", "--gold", world / "gold.jsonl",
+            "--index-dir", self.out / "index", *extra,
         )  # fmt: skip
         return json.loads((target / "stats.json").read_text())
 
