@@ -300,7 +300,7 @@ def render_summary(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{title:24s} macro-F1 {_fmt(labels['macro_f1'])}  accuracy {_fmt(labels['accuracy'])}  "
                 f"master-key FPR (held-out families) {_fmt(keys.get('fpr'))}  "
-                f"unjudgeable {report['unjudgeable']['rubrics']}"
+                f"unjudgeable {labels['unjudgeable']['rubrics']}"
             )
     for item in summary.get("served", []):
         result = item["result"]
