@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from rubric_pipeline.prompts import ask, render_prompt
+from rubric_pipeline.llm_call import ask_parsed
 from rubric_pipeline.schema import Passage
 from rubric_pipeline.text import PRONOUNS, content_tokens, normalize, split_sentences, tokens
 
@@ -178,32 +178,27 @@ async def extract_with_llm(
 ) -> list[str] | None:
     """LLM extraction for one passage; ``None`` (logged, counted) when the call fails or does not parse,
     so the caller can fall back instead of silently losing the passage."""
-    from rubric_pipeline.llm import LLMError
-
     events = events if events is not None else Counter()
-    prompt = render_prompt(
+    values = {
+        "question": question,
+        "queries": "; ".join(queries),
+        "title": passage.title or "",
+        "passage": passage.text[:passage_chars],
+        "max_nuggets": max_nuggets,
+    }
+    raw = await ask_parsed(
+        client,
         "extract",
-        question=question,
-        queries="; ".join(queries),
-        title=passage.title or "",
-        passage=passage.text[:passage_chars],
-        max_nuggets=max_nuggets,
+        values,
+        parse_nuggets,
+        about=f"passage {passage.passage_id}",
+        api=api,
+        seed=seed,
+        max_tokens=max_tokens,
+        events=events,
+        json_schema=nugget_schema(max_nuggets, max_chars),
     )
-    events["extract.llm_calls"] += 1
-    try:
-        text = await ask(
-            client,
-            prompt,
-            api=api,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            seed=seed,
-            json_schema=nugget_schema(max_nuggets, max_chars),
-        )
-        raw = parse_nuggets(text)
-    except (LLMError, ValueError) as exc:
-        events["extract.llm_failures"] += 1
-        logger.warning("nugget extraction failed for passage %s: %s", passage.passage_id, exc)
+    if raw is None:
         return None
     nuggets = [nugget for nugget in (clean_nugget(item, min_words, max_words) for item in raw) if nugget]
     events["extract.nuggets_rejected"] += len(raw) - len(nuggets)

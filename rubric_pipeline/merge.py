@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rubric_pipeline.extract import Candidate, clean_nugget, nugget_pattern
-from rubric_pipeline.prompts import ask, render_prompt
+from rubric_pipeline.llm_call import ask_parsed
 from rubric_pipeline.schema import DEFAULT_WEIGHTS, Importance, Rubric, Source
 
 logger = logging.getLogger(__name__)
@@ -124,33 +124,46 @@ async def llm_merge(
 ) -> str:
     """LLM rewrite of a multi-member cluster into one nugget; keeps the central member (counted) when the
     call fails or the answer does not pass :func:`clean_nugget`."""
-    from rubric_pipeline.llm import LLMError
 
-    events = events if events is not None else Counter()
+    def parse(answer: str) -> str:
+        try:
+            data = json.loads(answer)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"merge output is not JSON ({exc.msg}): {answer[:80]!r}") from None
+        nugget = data.get("nugget") if isinstance(data, dict) else None
+        merged = clean_nugget(nugget, min_words, max_words) if isinstance(nugget, str) else None
+        if merged is None:
+            raise ValueError(f"merged nugget rejected: {answer[:80]!r}")
+        return merged
+
     texts = list(dict.fromkeys(member.text for member in item.members))
     if len(texts) == 1:
         return item.text
     statements = "\n".join(f"- {text}" for text in texts)
-    events["merge.llm_calls"] += 1
-    try:
-        answer = await ask(
-            client,
-            render_prompt("merge", question=question, statements=statements),
-            api=api,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            seed=seed,
-            json_schema=merge_schema(max_chars),
-        )
-        data = json.loads(answer)
-        merged = clean_nugget(str(data["nugget"]), min_words, max_words) if isinstance(data, dict) else None
-        if merged is None:
-            raise ValueError(f"merged nugget rejected: {answer[:80]!r}")
-        return merged
-    except (LLMError, ValueError, KeyError) as exc:
-        events["merge.llm_failures"] += 1
-        logger.warning("cluster merge failed, keeping the central member: %s", exc)
-        return item.text
+    merged = await ask_parsed(
+        client,
+        "merge",
+        {"question": question, "statements": statements},
+        parse,
+        about="a cluster (keeping its central member)",
+        api=api,
+        seed=seed,
+        max_tokens=max_tokens,
+        events=events,
+        json_schema=merge_schema(max_chars),
+    )
+    return merged if merged is not None else item.text
+
+
+IMPORTANCE_CHOICES = (Importance.VITAL.value, Importance.OKAY.value)
+
+
+def parse_importance(answer: str) -> str:
+    """``vital`` or ``okay``; raises ``ValueError`` for anything else."""
+    answer = answer.strip().lower()
+    if answer not in IMPORTANCE_CHOICES:
+        raise ValueError(f"importance answer outside the choices: {answer!r}")
+    return answer
 
 
 async def llm_importance(
@@ -163,31 +176,18 @@ async def llm_importance(
     events: Counter | None = None,
 ) -> str | None:
     """vital/okay from the LLM constrained to those two words; ``None`` (counted) when the call fails."""
-    from rubric_pipeline.llm import LLMError
-
-    events = events if events is not None else Counter()
-    events["importance.llm_calls"] += 1
-    choices = [Importance.VITAL.value, Importance.OKAY.value]
-    try:
-        answer = await ask(
-            client,
-            render_prompt("importance", question=question, nugget=nugget),
-            api=api,
-            max_tokens=4,
-            temperature=0.0,
-            seed=seed,
-            choice=choices,
-        )
-    except LLMError as exc:
-        events["importance.llm_failures"] += 1
-        logger.warning("importance call failed: %s", exc)
-        return None
-    answer = answer.strip().lower()
-    if answer not in choices:
-        events["importance.llm_failures"] += 1
-        logger.warning("importance answer outside the choices: %r", answer)
-        return None
-    return answer
+    return await ask_parsed(
+        client,
+        "importance",
+        {"question": question, "nugget": nugget},
+        parse_importance,
+        about=repr(nugget[:60]),
+        api=api,
+        seed=seed,
+        max_tokens=4,
+        events=events,
+        choice=list(IMPORTANCE_CHOICES),
+    )
 
 
 def to_rubrics(

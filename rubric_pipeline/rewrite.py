@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rubric_pipeline.prompts import ask, render_prompt
+from rubric_pipeline.llm_call import ask_parsed
 from rubric_pipeline.text import content_tokens, jaccard, normalize, tokens
 
 logger = logging.getLogger(__name__)
@@ -156,25 +156,19 @@ async def expand_with_llm(
 async def _rewrite_once(
     client, question, query, per_call, max_chars, max_tokens, api, seed, events: Counter
 ) -> list[tuple[tuple[str, ...], str]]:
-    from rubric_pipeline.llm import LLMError
-
-    prompt = render_prompt("rewrite", question=question, query=query, n=per_call)
-    events["rewrite.llm_calls"] += 1
-    try:
-        text = await ask(
-            client,
-            prompt,
-            api=api,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            seed=seed,
-            json_schema=rewrite_schema(per_call, max_chars),
-        )
-        return parse_rewrites(text)
-    except (LLMError, ValueError) as exc:
-        events["rewrite.llm_failures"] += 1
-        logger.warning("query rewrite failed for %r: %s", query[:60], exc)
-        return []
+    rewrites = await ask_parsed(
+        client,
+        "rewrite",
+        {"question": question, "query": query, "n": per_call},
+        parse_rewrites,
+        about=repr(query[:60]),
+        api=api,
+        seed=seed,
+        max_tokens=max_tokens,
+        events=events,
+        json_schema=rewrite_schema(per_call, max_chars),
+    )
+    return rewrites or []
 
 
 def prf_terms(query: str, feedback: Sequence[tuple[str, float]], n_terms: int = 8) -> list[tuple[str, float]]:

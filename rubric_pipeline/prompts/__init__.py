@@ -36,18 +36,3 @@ def _version() -> str:
 
 
 PROMPT_VERSION: str = _version()
-
-
-async def ask(client, prompt: str, *, api: str = "chat", **kwargs: object) -> str:
-    """Send one rendered prompt through the shared :class:`~rubric_pipeline.llm.LLMClient`.
-
-    ``api="chat"`` sends it as the user turn; ``api="completions"`` sends raw text (base models without a
-    chat template, such as Gemma-3-270M). Structured-output keywords pass through unchanged.
-    """
-    if api == "chat":
-        completion = await client.chat([{"role": "user", "content": prompt}], **kwargs)
-    elif api == "completions":
-        completion = await client.complete(prompt, **kwargs)
-    else:
-        raise ValueError(f"unknown llm api {api!r}; expected 'chat' or 'completions'")
-    return completion.text
