@@ -30,6 +30,8 @@ class Candidate:
     doc_id: str
     query: str
     rank: int  # rank of the passage in the question's fused retrieval list (0 = best)
+    url: str | None = None
+    title: str | None = None
 
 
 def nugget_pattern(max_chars: int = 200) -> str:

@@ -71,8 +71,11 @@ class Cluster:
 
     @property
     def sources(self) -> list[Source]:
-        keys = sorted({(m.passage_id, m.doc_id, m.query) for m in self.members})
-        return [Source(passage_id=p, doc_id=d, query=q) for p, d, q in keys]
+        first = {(m.passage_id, m.query): m for m in reversed(self.members)}
+        return [
+            Source(m.passage_id, m.doc_id, m.query, m.url, m.title)
+            for _, m in sorted(first.items(), key=lambda item: item[0])
+        ]
 
     @property
     def n_passages(self) -> int:

@@ -1,7 +1,9 @@
 """`rubric-verifier build`: corpus + questions -> rubric dataset.
 
 Stages per batch of questions: rewrite -> retrieve -> extract -> merge (+ importance); the retrieval index is
-built once and cached on disk. Every LLM call goes through one :class:`~rubric_pipeline.llm.LLMClient`
+built once and cached on disk. Passages come from the local corpus (``--corpus``), a SearXNG-compatible web
+search API (``--web-search-url``), or both fused by RRF; web passages keep their URL and title in the
+rubrics' sources. Every LLM call goes through one :class:`~rubric_pipeline.llm.LLMClient`
 (bounded concurrency); without ``--llm-url`` every stage takes its offline path. Each finished question is
 appended to ``OUTPUT/progress.jsonl`` and flushed, so a killed run restarted with the same output folder
 skips what is done and ends with the same dataset. Outputs: ``dataset/`` (``save_to_disk``),
@@ -45,6 +47,7 @@ RUN_ONLY_FIELDS = frozenset(
         "limit",
         "index_dir",
         "gold",
+        "web_concurrency",
     }
 )
 
@@ -53,7 +56,10 @@ RUN_ONLY_FIELDS = frozenset(
 class BuildConfig(RetrievalConfig):
     """Settings of `rubric-verifier build` (recipe section ``build``; every field is also a flag)."""
 
-    corpus: str | None = option(None, help="corpus JSONL ({id, text, title?, url?}) or a datasets folder")
+    corpus: str | None = option(
+        None,
+        help="corpus JSONL ({id, text, title?, url?}) or a datasets folder (optional with --web-search-url)",
+    )
     questions: str | None = option(None, help="questions JSONL ({qid, question})")
     gold: str | None = option(None, help="gold JSONL ({qid, nuggets, passages}) to score the build against")
     demo_world: bool = option(
@@ -135,11 +141,16 @@ def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
             questions=config.questions or str(world_dir / "questions.jsonl"),
             gold=config.gold or str(world_dir / "gold.jsonl"),
         )
-    if config.web_search_url:  # not wired into build yet: refuse rather than silently use the corpus
-        raise ValueError("build does not support --web-search-url yet; use a local --corpus")
-    if config.corpus is None or config.questions is None:
-        raise ValueError("build needs --corpus and --questions (or --demo-world true)")
+    if config.questions is None or (config.corpus is None and not config.web_search_url):
+        raise ValueError(
+            "build needs --questions and --corpus and/or --web-search-url (or --demo-world true)"
+        )
     return config
+
+
+def retrieval_kind(config: BuildConfig) -> str:
+    """``corpus``, ``web`` or ``corpus+web``: where the build's passages come from."""
+    return "+".join(name for name, on in (("corpus", config.corpus), ("web", config.web_search_url)) if on)
 
 
 async def build_async(
@@ -149,7 +160,9 @@ async def build_async(
     from tqdm.auto import tqdm
 
     from rubric_pipeline.corpus import load_corpus
+    from rubric_pipeline.retrieval.federated import FederatedRetriever
     from rubric_pipeline.retrieval.hybrid import HybridRetriever
+    from rubric_pipeline.retrieval.web import HTTPSearchBackend
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -167,13 +180,20 @@ async def build_async(
     usage = None
     if pending:
         start = time.perf_counter()
-        passages = load_corpus(config.corpus, config.chunk_words, config.overlap_words)
-        retrieval = dataclasses.replace(
-            config.retrieval(), index_dir=config.index_dir or str(output / "index")
-        )
-        retriever = HybridRetriever.from_config(passages, retrieval)
+        local = None
+        if config.corpus is not None:
+            passages = load_corpus(config.corpus, config.chunk_words, config.overlap_words)
+            retrieval = dataclasses.replace(
+                config.retrieval(), index_dir=config.index_dir or str(output / "index")
+            )
+            local = HybridRetriever.from_config(passages, retrieval)
         timer.add("index", start)
         async with AsyncExitStack() as stack:
+            web = None
+            if config.web_search_url:
+                backend = HTTPSearchBackend(config.web_search_url, max_concurrency=config.web_concurrency)
+                web = await stack.enter_async_context(backend)
+            retriever = FederatedRetriever(local, web, rrf_k=config.rrf_k)
             client = None
             if config.llm_url:
                 from rubric_pipeline.llm import LLMClient, LLMConfig
@@ -212,6 +232,7 @@ async def build_async(
         "config_hash": config.content_hash(),
         "prompt_version": PROMPT_VERSION,
         "backend": "offline" if config.offline else f"llm:{config.llm_api}:{config.model}",
+        "retrieval": retrieval_kind(config),
         "stage_seconds": {stage: round(seconds, 3) for stage, seconds in timer.seconds.items()},
         "llm_usage": usage,
         "events": dict(sorted(events.items())),
@@ -270,8 +291,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rubric_pipeline.retrieval.web import WebSearchError
+
     config = build_config(BuildConfig, args.recipe, "build", args)
-    stats = build(config, args.output)
+    try:
+        stats = build(config, args.output)
+    except WebSearchError as exc:  # finished questions stay in progress.jsonl: rerun to resume
+        raise ValueError(f"{exc} (the questions built so far are kept; rerun to resume)") from None
     print(format_stats(stats, args.output))
     return 0
 
@@ -279,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
 def format_stats(stats: dict[str, Any], output: str | Path) -> str:
     lines = [
         f"built {stats['questions']} questions ({stats['resumed']} resumed) -> {output}: "
-        f"{stats['rubrics']} rubrics ({stats['vital']} vital), backend {stats['backend']}",
+        f"{stats['rubrics']} rubrics ({stats['vital']} vital), backend {stats['backend']}, "
+        f"retrieval {stats['retrieval']}",
         "stage wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stats["stage_seconds"].items()),
     ]
     if stats.get("llm_usage"):

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from rubric_pipeline.llm_call import ask_parsed
@@ -31,8 +31,8 @@ OPERATIONS: tuple[str, ...] = (
 )
 MAX_OPERATIONS_PER_REWRITE = 3
 
-# (query) -> [(passage text, retrieval score)], best first: the feedback set for PRF.
-FeedbackFn = Callable[[str], Sequence[tuple[str, float]]]
+# async (query) -> [(passage text, retrieval score)], best first: the feedback set for PRF.
+FeedbackFn = Callable[[str], Awaitable[Sequence[tuple[str, float]]]]
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def prf_terms(query: str, feedback: Sequence[tuple[str, float]], n_terms: int = 
     return ranked[:n_terms]
 
 
-def expand_offline(
+async def expand_offline(
     question: str,
     feedback_fn: FeedbackFn,
     *,
@@ -217,7 +217,7 @@ def expand_offline(
         next_frontier: list[int] = []
         for parent in frontier:
             base = nodes[parent].query
-            terms = [term for term, _ in prf_terms(base, feedback_fn(base), n_terms * per_call)]
+            terms = [term for term, _ in prf_terms(base, await feedback_fn(base), n_terms * per_call)]
             for block in range(per_call):
                 chosen = terms[block * n_terms : (block + 1) * n_terms]
                 if not chosen or len(nodes) >= max_nodes:

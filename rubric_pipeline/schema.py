@@ -66,11 +66,14 @@ class Passage:
 
 @dataclass
 class Source:
-    """Provenance of a rubric: which passage, from which document, retrieved by which query."""
+    """Provenance of a rubric: which passage, from which document (its URL and title when known),
+    retrieved by which query."""
 
     passage_id: str
     doc_id: str
     query: str
+    url: str | None = None
+    title: str | None = None
 
 
 @dataclass
@@ -205,7 +208,15 @@ def rubric_features():
         "text": Value("string"),
         "importance": Value("string"),
         "weight": Value("float64"),
-        "sources": [{"passage_id": Value("string"), "doc_id": Value("string"), "query": Value("string")}],
+        "sources": [
+            {
+                "passage_id": Value("string"),
+                "doc_id": Value("string"),
+                "query": Value("string"),
+                "url": Value("string"),
+                "title": Value("string"),
+            }
+        ],
     }
 
 

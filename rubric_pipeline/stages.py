@@ -1,7 +1,9 @@
 """The build stages for one batch of questions: rewrite -> retrieve -> extract -> merge (+ importance).
 
-:class:`Builder` holds the retriever, the optional LLM client and the counters; each stage is one method
-over the whole batch, so the LLM calls of a batch run concurrently through the one client.
+:class:`Builder` holds the retriever (local corpus and/or web, a
+:class:`~rubric_pipeline.retrieval.federated.FederatedRetriever`), the optional LLM client and the counters;
+each stage is one method over the whole batch, so the LLM calls and web searches of a batch run
+concurrently through the one client and the one search backend.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from rubric_pipeline.merge import group_candidates, llm_importance, llm_merge, o
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.fusion import rrf
 from rubric_pipeline.rewrite import expand_offline, expand_with_llm
-from rubric_pipeline.schema import RubricSet
+from rubric_pipeline.schema import Passage, RubricSet
 
 if TYPE_CHECKING:
     from rubric_pipeline.pipeline import BuildConfig
+    from rubric_pipeline.retrieval.federated import FederatedRetriever
 
 STAGES = ("index", "rewrite", "retrieve", "extract", "merge")
 
@@ -46,7 +49,9 @@ class Timer:
 class Builder:
     """Runs the stages for batches of questions with one retriever and (optionally) one LLM client."""
 
-    def __init__(self, config: BuildConfig, retriever, client, events: Counter, timer: Timer) -> None:
+    def __init__(
+        self, config: BuildConfig, retriever: FederatedRetriever, client, events: Counter, timer: Timer
+    ) -> None:
         self.config, self.retriever, self.client, self.events, self.timer = (
             config,
             retriever,
@@ -55,23 +60,26 @@ class Builder:
             timer,
         )
         self.llm_kwargs = {"api": config.llm_api, "seed": config.seed, "events": events}
+        # idf over the local corpus; with the web alone, over each question's retrieved passages
         self.idf = idf_weights(index_text(p) for p in retriever.passages)
 
     async def rewrite(self, questions: Sequence[tuple[str, str]]) -> list[list[str]]:
         cfg, start = self.config, time.perf_counter()
-        if self.client is None:
-            nodes = [
-                expand_offline(
-                    question,
-                    self._feedback,
-                    depth=cfg.rewrite_depth,
-                    max_nodes=cfg.rewrite_max_nodes,
-                    per_call=cfg.rewrites_per_call,
-                    n_terms=cfg.prf_terms,
-                    dedup_threshold=cfg.dedup_threshold,
+        if self.client is None:  # one coroutine per question of the batch: bounded by batch_size
+            nodes = await asyncio.gather(
+                *(
+                    expand_offline(
+                        question,
+                        self._feedback,
+                        depth=cfg.rewrite_depth,
+                        max_nodes=cfg.rewrite_max_nodes,
+                        per_call=cfg.rewrites_per_call,
+                        n_terms=cfg.prf_terms,
+                        dedup_threshold=cfg.dedup_threshold,
+                    )
+                    for _, question in questions
                 )
-                for _, question in questions
-            ]
+            )
         else:  # one coroutine per question of the batch: bounded by batch_size
             nodes = await asyncio.gather(
                 *(
@@ -92,16 +100,14 @@ class Builder:
         self.timer.add("rewrite", start)
         return [[node.query for node in tree] for tree in nodes]
 
-    def _feedback(self, query: str) -> list[tuple[str, float]]:
-        searcher = self.retriever.bm25 or self.retriever
-        (hits,) = searcher.search([query], self.config.prf_docs)
-        return [(hit.passage.text, hit.score) for hit in hits]
+    async def _feedback(self, query: str) -> list[tuple[str, float]]:
+        return await self.retriever.feedback(query, self.config.prf_docs)
 
-    def retrieve(self, queries: list[list[str]]) -> list[tuple[list, dict[str, str], list[str]]]:
+    async def retrieve(self, queries: list[list[str]]) -> list[tuple[list, dict[str, str], list[str]]]:
         """Per question: fused passages (best first), the best query per passage, the question's own top-k."""
         start = time.perf_counter()
         flat = [query for group in queries for query in group]
-        results = self.retriever.search(flat, self.config.k)
+        results = await self.retriever.search(flat, self.config.k)
         out, offset = [], 0
         for group in queries:
             lists = results[offset : offset + len(group)]
@@ -128,7 +134,7 @@ class Builder:
             "max_words": cfg.max_words,
         }
 
-        async def one(q_index: int, passage) -> list[str]:
+        async def one(q_index: int, passage: Passage) -> list[str]:
             question, group = questions[q_index][1], queries[q_index]
             nuggets = None
             if self.client is not None:
@@ -146,17 +152,23 @@ class Builder:
                     self.events["extract.fallbacks"] += 1
             if nuggets is None:
                 nuggets = extract_offline(
-                    question, group, passage, term_weights=self.idf, anchors=anchors[q_index], **bounds
+                    question,
+                    group,
+                    passage,
+                    term_weights=weights[q_index],
+                    anchors=anchors[q_index],
+                    **bounds,
                 )
             return nuggets
 
-        jobs, anchors = [], []
+        jobs, anchors, weights = [], [], []
         for q_index, (passages, _, _) in enumerate(retrieved):
-            question = questions[q_index][1]
-            anchors.append(question_anchors(question, (index_text(p) for p in passages), self.idf))
+            question, texts = questions[q_index][1], [index_text(p) for p in passages]
+            weights.append(self.idf or idf_weights(texts))
+            anchors.append(question_anchors(question, texts, weights[-1]))
             keep = [True] * len(passages)
             if passages:  # drop passages that barely touch the question (look-alikes, background)
-                coverage = [question_coverage(question, index_text(p), self.idf) for p in passages]
+                coverage = [question_coverage(question, text, weights[-1]) for text in texts]
                 keep = [c > 0 and c >= cfg.min_relative_coverage * max(coverage) for c in coverage]
                 self.events["extract.passages_skipped"] += keep.count(False)
             jobs.extend((q_index, rank, p) for rank, p in enumerate(passages) if keep[rank])
@@ -166,7 +178,8 @@ class Builder:
         for (q_index, rank, passage), nuggets in zip(jobs, answers, strict=True):
             query = retrieved[q_index][1][passage.passage_id]
             candidates[q_index].extend(
-                Candidate(text, passage.passage_id, passage.doc_id, query, rank) for text in nuggets
+                Candidate(text, passage.passage_id, passage.doc_id, query, rank, passage.url, passage.title)
+                for text in nuggets
             )
         self.events["extract.candidates"] += sum(len(group) for group in candidates)
         self.timer.add("extract", start)
@@ -224,7 +237,7 @@ class Builder:
 
         queries = await self.rewrite(questions)
         done("rewrite")
-        retrieved = self.retrieve(queries)
+        retrieved = await self.retrieve(queries)
         done("retrieve")
         candidates = await self.extract(questions, queries, retrieved)
         done("extract")

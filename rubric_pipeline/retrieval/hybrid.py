@@ -38,7 +38,8 @@ class RetrievalConfig:
         None, help="save indices here and reuse them while the corpus is unchanged"
     )
     web_search_url: str | None = option(
-        None, help="base URL of a SearXNG-compatible JSON search API used instead of the local corpus"
+        None,
+        help="base URL of a SearXNG-compatible JSON search API (build: alone, or fused with --corpus by RRF)",
     )
     web_concurrency: int = option(8, help="concurrent web search requests")
 

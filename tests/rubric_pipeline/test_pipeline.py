@@ -169,6 +169,85 @@ def test_cli_recipe_and_flags(world, tmp_path: Path, capsys) -> None:
     assert len(data) == 2 and all(len(r["rubrics"]) <= 2 for r in data)
 
 
+def serve_documents(tmp_path: Path, docs: list[tuple[str, str, str]]):
+    """The project's SearXNG-style search server over ``docs`` on 127.0.0.1 (context manager -> base URL)."""
+    from rubric_pipeline.corpus import load_corpus
+    from rubric_pipeline.retrieval.bm25 import BM25Index
+    from rubric_pipeline.retrieval.search_server import serve_in_thread
+
+    path = tmp_path / "web-corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": d, "title": t, "text": x}) + "\n" for d, t, x in docs))
+    return serve_in_thread(BM25Index(load_corpus(path), show_progress=False))
+
+
+def test_build_from_the_web_alone_keeps_url_and_title(world, tmp_path: Path, capsys) -> None:
+    titles = {f"/doc/{d}": t for d, t, _ in DOCS}
+    with serve_documents(tmp_path, DOCS) as base_url:
+        code = main(
+            ["build", "--questions", world["questions"], "--web-search-url", base_url,
+             "--output", str(tmp_path / "out"), "--batch-size", "2"]
+        )  # fmt: skip
+    assert code == 0
+    assert "retrieval web" in capsys.readouterr().out
+    data = rows(tmp_path / "out")
+    assert [r["qid"] for r in data] == ["q1", "q2", "q3", "q4"]
+    assert not (tmp_path / "out" / "index").exists()  # no local corpus was indexed
+    for row in data:
+        assert row["rubrics"], row["qid"]
+        for source in (s for rubric in row["rubrics"] for s in rubric["sources"]):
+            path = source["url"].removeprefix(base_url)
+            assert source["doc_id"] == source["url"] and source["passage_id"].startswith(source["url"] + "#")
+            assert source["title"] == titles[path]
+    founded = [r for r in data[0]["rubrics"] if "1342" in r["text"]]
+    assert len(founded) == 1
+    assert {s["title"] for s in founded[0]["sources"]} == {"Velmora", "Velmora harbor"}
+    assert any("kite festival" in r["text"] for r in data[2]["rubrics"])
+
+
+def test_build_fuses_corpus_and_web_by_rrf(world, tmp_path: Path) -> None:
+    local, web = DOCS[:3], DOCS[2:]  # Quorin Labs is in both
+    corpus = tmp_path / "local.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d, "title": t, "text": x}) + "\n" for d, t, x in local))
+    with serve_documents(tmp_path, web) as base_url:
+        config = BuildConfig(
+            corpus=str(corpus), questions=world["questions"], web_search_url=base_url, dense=False
+        )
+        stats = build(config, tmp_path / "out")
+    assert stats["retrieval"] == "corpus+web"
+    sources = {
+        row["qid"]: [s for rubric in row["rubrics"] for s in rubric["sources"]]
+        for row in rows(tmp_path / "out")
+    }
+    # Velmora only in the corpus: local passage ids, the corpus title, no URL
+    assert {(s["passage_id"], s["url"]) for s in sources["q1"]} <= {
+        ("velmora#0", None),
+        ("velmora-2#0", None),
+    }
+    # Quorin Labs on both sides: the web result is the same passage, so it is not duplicated
+    assert {s["passage_id"] for s in sources["q2"]} == {"quorin#0"}
+    # Ostrel and Tarsk only on the web: web URLs and titles
+    for qid, title in (("q3", "Ostrel"), ("q4", "Tarsk")):
+        assert sources[qid] and all(s["url"].startswith(f"{base_url}/doc/") for s in sources[qid])
+        assert title in {s["title"] for s in sources[qid]}
+
+
+def test_unreachable_web_search_is_one_line(world, tmp_path: Path, capsys) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once it is closed
+    code = main(
+        ["build", "--questions", world["questions"], "--web-search-url", url, "--output", str(tmp_path)]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert error.splitlines()[-1].startswith(
+        f"rubric-verifier build: error: web search {url}/search failed after 3 attempt(s)"
+    )
+
+
 @pytest.mark.parametrize(
     ("which", "content", "expected"),
     [

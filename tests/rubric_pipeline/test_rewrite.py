@@ -35,21 +35,21 @@ def test_prf_terms_weight_by_score_and_skip_query_terms() -> None:
     assert [w for _, w in terms] == sorted((w for _, w in terms), reverse=True)
 
 
-def test_expand_offline_is_bounded_deduplicated_and_breadth_first() -> None:
+async def test_expand_offline_is_bounded_deduplicated_and_breadth_first() -> None:
     calls: list[str] = []
 
-    def feedback(query: str) -> list[tuple[str, float]]:
+    async def feedback(query: str) -> list[tuple[str, float]]:
         calls.append(query)
         return FEEDBACK
 
-    nodes = expand_offline("velmora history", feedback, depth=2, max_nodes=4, per_call=2, n_terms=2)
+    nodes = await expand_offline("velmora history", feedback, depth=2, max_nodes=4, per_call=2, n_terms=2)
     assert len(nodes) == 4
     assert nodes[0].query == "velmora history" and nodes[0].depth == 0
     assert [n.depth for n in nodes] == sorted(n.depth for n in nodes)  # breadth first
     assert all(n.query.startswith("velmora history") for n in nodes)
     assert len({n.query for n in nodes}) == 4
     assert calls[0] == "velmora history"
-    assert expand_offline("velmora history", feedback, depth=0) == nodes[:1]
+    assert await expand_offline("velmora history", feedback, depth=0) == nodes[:1]
 
 
 def test_deduper_drops_near_duplicates() -> None:
