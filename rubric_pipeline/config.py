@@ -83,7 +83,15 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path}: {where}invalid YAML ({problem})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of stage sections, got {type(data).__name__}")
     return data
@@ -103,9 +111,53 @@ def build_config(
     if unknown:
         where = f"section {section!r} of {recipe}" if section else str(recipe)
         raise ValueError(f"{where}: unknown option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    where = f"section {section!r} of {recipe}" if section and not isinstance(recipe, dict) else "recipe"
+    values = {
+        key: _check_type(value, hints[key], f"{where}: option {key!r}") for key, value in values.items()
+    }
     overrides = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
     values.update({key: value for key, value in overrides.items() if key in known})
     return cls(**values)
+
+
+def _check_type(value: Any, annotation: Any, what: str) -> Any:
+    """A recipe value of a scalar field, checked (ints accepted for floats, numeric strings such as YAML's
+    ``1e-5`` converted); other annotations pass through unchecked."""
+    annotation, optional = _unwrap_optional(annotation)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{what} may not be empty")
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ValueError(f"{what} must be one of {list(choices)}, got {value!r}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return _parse_bool(value)
+            except argparse.ArgumentTypeError:
+                pass
+    elif annotation in (int, float):
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, int) or (annotation is float and isinstance(value, float)):
+            return annotation(value)
+        elif isinstance(value, str):
+            try:
+                return annotation(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ValueError(f"{what} expects {annotation.__name__}, got {type(value).__name__} {value!r}")
 
 
 def config_hash(*configs: Any) -> str:

@@ -116,6 +116,37 @@ class BuildConfig(RetrievalConfig):
     )
     recall_k: int = option(10, help="scoring: retrieval recall cut-off")
 
+    def __post_init__(self) -> None:
+        at_least_one = (
+            "chunk_words", "depth", "k", "embed_batch_size", "web_concurrency", "rewrite_max_nodes",
+            "rewrites_per_call", "prf_docs", "prf_terms", "passages_per_question", "nuggets_per_passage",
+            "min_words", "max_nugget_chars", "max_rubrics", "max_tokens", "max_concurrency", "batch_size",
+            "recall_k", "vital_min_passages",
+        )  # fmt: skip
+        for name in at_least_one:
+            if getattr(self, name) < 1:
+                raise ValueError(f"build option {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"build option {name} must be >= 0, got {getattr(self, name)}")
+        for name in ("dedup_threshold", "min_relative_coverage", "merge_threshold", "match_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")
+        if self.overlap_words >= self.chunk_words:
+            raise ValueError(
+                f"overlap_words ({self.overlap_words}) must be < chunk_words ({self.chunk_words})"
+            )
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) must be <= max_words ({self.max_words})")
+        if self.timeout_s <= 0:
+            raise ValueError(f"build option timeout_s must be > 0, got {self.timeout_s}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"build option limit must be >= 1, got {self.limit}")
+        if not self.bm25 and not self.dense:
+            raise ValueError("enable at least one of --bm25 and --dense")
+        if self.llm_url and not self.model:
+            raise ValueError("--llm-url needs --model (the name the server serves)")
+
     @property
     def offline(self) -> bool:
         return not self.llm_url
@@ -130,6 +161,8 @@ class BuildConfig(RetrievalConfig):
 
 def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
     """Fill corpus/questions/gold from a generated demo world when asked; check the inputs exist."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file, not a folder")
     if config.corpus is None and config.demo_world:
         from rubric_pipeline.demo_world import generate_world
 
@@ -165,10 +198,11 @@ async def build_async(
     from rubric_pipeline.retrieval.web import HTTPSearchBackend
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     config = _prepare_inputs(config, output)
     wall_start, timer, events = time.perf_counter(), Timer(), Counter()
     questions = read_questions(config.questions)[: config.limit]
+    gold = read_gold(config.gold) if config.gold else None  # bad gold fails now, not after the build
+    output.mkdir(parents=True, exist_ok=True)
     progress = ProgressLog(output / "progress.jsonl", config.content_hash(), resume=config.resume)
     pending = [(qid, text) for qid, text in questions if qid not in progress.done]
     logger.info(
@@ -198,8 +232,6 @@ async def build_async(
             if config.llm_url:
                 from rubric_pipeline.llm import LLMClient, LLMConfig
 
-                if not config.model:
-                    raise ValueError("--llm-url needs --model (the name the server serves)")
                 llm_config = LLMConfig(
                     base_urls=list(config.llm_url),
                     model=config.model,
@@ -240,8 +272,8 @@ async def build_async(
         "vital": sum(x["importance"] == "vital" for r in records for x in r["rubric_set"]["rubrics"]),
         "queries": sum(len(r["rubric_set"]["queries"]) for r in records),
     }
-    if config.gold:
-        stats["scores"] = score_records(records, read_gold(config.gold), config)
+    if gold is not None:
+        stats["scores"] = score_records(records, gold, config)
     start = time.perf_counter()
     write_outputs(output, [RubricSet.from_dict(r["rubric_set"]) for r in records])
     stats["write_seconds"] = round(time.perf_counter() - start, 3)

@@ -33,13 +33,21 @@ DEFAULT_WEIGHTS: dict[str, float] = {"vital": 1.0, "okay": 0.5}
 
 
 class RecordError(ValueError):
-    """A bad input record: the message names the file, the line (or record id) and the field."""
+    """A bad input record: the message names the file, the line (or record id) and the field.
 
-    def __init__(self, source: str | Path, where: int | str, problem: str, field_name: str | None = None):
+    ``where`` is a 1-based line number, a record id, or 0/None for the file as a whole (e.g. empty).
+    """
+
+    def __init__(
+        self, source: str | Path, where: int | str | None, problem: str, field_name: str | None = None
+    ):
         self.source, self.where, self.field_name, self.problem = str(source), where, field_name, problem
-        where_text = f"line {where}" if isinstance(where, int) else f"record {where!r}"
+        if isinstance(where, str):
+            location = f"{source}: record {where!r}"
+        else:
+            location = f"{source}: line {where}" if where else str(source)
         field_text = f", field {field_name!r}" if field_name else ""
-        super().__init__(f"{source}: {where_text}{field_text}: {problem}")
+        super().__init__(f"{location}{field_text}: {problem}")
 
 
 @dataclass
@@ -254,10 +262,21 @@ def labelled_features():
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)``; blank lines are skipped, bad JSON raises :class:`RecordError`."""
+    """Yield ``(line_number, record)``; blank lines are skipped; bad JSON or text that is not UTF-8 raises
+    :class:`RecordError`, a missing path or a folder ``FileNotFoundError``."""
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: {'is a folder, not a JSONL file' if path.is_dir() else 'no such file'}"
+        )
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecordError(
+                    path, line_number, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -301,12 +320,14 @@ def read_questions(path: str | Path) -> list[tuple[str, str]]:
     for line_number, record in iter_jsonl(path):
         qid = require(record, "qid", path, line_number)
         text = record.get("question", record.get("query"))
-        if not isinstance(text, str) or not text.strip():
+        if text is not None and not isinstance(text, str):
+            raise RecordError(path, line_number, f"expected str, got {type(text).__name__}", "question")
+        if not text or not text.strip():
             raise RecordError(path, line_number, "missing or empty question text", "question")
         if qid in seen:
             raise RecordError(path, line_number, f"duplicate qid {qid!r}", "qid")
         seen.add(qid)
         questions.append((qid, text.strip()))
     if not questions:
-        raise RecordError(path, 0, "no questions in file")
+        raise RecordError(path, None, "no questions in the file (it is empty or blank)")
     return questions

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ from rubric_pipeline.schema import Passage, RubricSet
 if TYPE_CHECKING:
     from rubric_pipeline.pipeline import BuildConfig
     from rubric_pipeline.retrieval.federated import FederatedRetriever
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("index", "rewrite", "retrieve", "extract", "merge")
 
@@ -189,9 +192,13 @@ class Builder:
         from rubric_pipeline.merge import embed
 
         cfg, start = self.config, time.perf_counter()
-        vectors = embed([c.text for group in candidates for c in group], cfg.dense_model)
+        nuggets = [c.text for group in candidates for c in group]
+        vectors = embed(nuggets, cfg.dense_model) if nuggets else None  # none found: no encoder to load
         clusters, offset = [], 0
         for group in candidates:
+            if not group:
+                clusters.append([])
+                continue
             clusters.append(
                 group_candidates(group, vectors[offset : offset + len(group)], cfg.merge_threshold)
             )
@@ -218,6 +225,9 @@ class Builder:
         for (qid, _), items in zip(questions, clusters, strict=True):
             rubrics.append(to_rubrics(qid, items, importances[index : index + len(items)], cfg.max_rubrics))
             index += len(items)
+            if not items:  # kept in the dataset (an empty rubric set), but counted and said
+                self.events["merge.questions_without_rubrics"] += 1
+                logger.warning("question %s: no nugget was found in its retrieved passages", qid)
         self.timer.add("merge", start)
         return rubrics
 

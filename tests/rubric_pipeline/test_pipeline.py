@@ -253,29 +253,79 @@ def test_unreachable_web_search_is_one_line(world, tmp_path: Path, capsys) -> No
     [
         ("corpus", '{"id": "a", "text": "fine"}\n{"id": "b"}\n', "line 2, field 'text'"),
         ("corpus", '{"id": "a", "text": "fine"}\n{not json\n', "line 2: malformed JSON"),
+        ("corpus", b'{"id": "a", "text": "caf\xe9"}\n', "line 1: not UTF-8 text"),
         ("questions", '{"qid": "q1", "question": "ok?"}\n{"qid": "q2"}\n', "line 2, field 'question'"),
+        ("questions", '{"qid": "q1", "question": "ok?"}\n{"qid": "q2", "quest', "line 2: malformed JSON"),
+        ("questions", '{"question": "no id?"}\n', "line 1, field 'qid': missing required field"),
+        ("questions", '{"qid": "q1", "question": 5}\n', "line 1, field 'question': expected str, got int"),
+        ("questions", '{"qid": ["q1"], "question": "ok?"}\n', "line 1, field 'qid': expected str, got list"),
+        ("questions", "[1, 2]\n", "line 1: expected a JSON object, got list"),
+        ("questions", "", ": no questions in the file (it is empty or blank)"),
+        ("questions", "\n\n", ": no questions in the file (it is empty or blank)"),
+        ("gold", '{"qid": "q1", "nuggets": "one"}\n', "line 1, field 'nuggets'"),
     ],
 )
 def test_bad_inputs_name_the_record(
-    world, tmp_path: Path, capsys, which: str, content: str, expected: str
+    world, tmp_path: Path, capsys, which: str, content: str | bytes, expected: str
 ) -> None:
     bad = tmp_path / f"bad-{which}.jsonl"
-    bad.write_text(content)
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
     paths = world | {which: str(bad)}
-    code = main(
-        [
-            "build",
-            "--corpus",
-            paths["corpus"],
-            "--questions",
-            paths["questions"],
-            "--output",
-            str(tmp_path / "out"),
-        ]
+    out = tmp_path / "out"
+    flags = ["--corpus", paths["corpus"], "--questions", paths["questions"], "--gold", paths["gold"]]
+    assert main(["build", *flags, "--output", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()  # one line, no traceback
+    assert line.startswith(f"rubric-verifier build: error: {bad}") and expected in line
+    # questions and gold are read before the output folder is made; the corpus only when there is work
+    assert not (out / "dataset").exists() and (which == "corpus" or not out.exists())
+
+
+@pytest.mark.parametrize(
+    ("recipe", "flags", "expected"),
+    [
+        ("build: [unclosed\n", [], "line 2, column 1: invalid YAML"),
+        ("build:\n  k: ten\n", [], "section 'build' of RECIPE: option 'k' expects int, got str 'ten'"),
+        ("build:\n  dense: maybe\n", [], "option 'dense' expects bool, got str 'maybe'"),
+        ("build:\n  llm_api: responses\n", [], "option 'llm_api' must be one of ['chat', 'completions']"),
+        ("build:\n  max_rubrics: 0\n", [], "build option max_rubrics must be >= 1, got 0"),
+        ("", ["--min-words", "9", "--max-words", "3"], "min_words (9) must be <= max_words (3)"),
+        ("", ["--llm-url", "http://127.0.0.1:9/v1"], "--llm-url needs --model"),
+        ("", ["--questions", "QUESTIONS_DIR"], "is a folder, not a JSONL file"),
+        ("", ["--output", "CORPUS"], "is a file, not a folder"),
+    ],
+)
+def test_bad_options_are_one_line(
+    world, tmp_path: Path, capsys, recipe: str, flags: list, expected: str
+) -> None:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe)
+    names = {"QUESTIONS_DIR": str(tmp_path), "CORPUS": world["corpus"]}
+    flags = [names.get(flag, flag) for flag in flags]
+    args = ["build", "--recipe", str(path), "--corpus", world["corpus"], "--questions", world["questions"]]
+    assert main([*args, "--output", str(tmp_path / "out"), *flags]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("rubric-verifier build: error: ")
+    assert expected.replace("RECIPE", str(path)) in line
+
+
+def test_a_question_with_nothing_found_is_counted_not_silent(world, tmp_path: Path) -> None:
+    questions = tmp_path / "zorblax.jsonl"
+    questions.write_text(json.dumps({"qid": "z", "question": "Which moons orbit Zorblax?"}) + "\n")
+    stats = build(
+        BuildConfig(corpus=world["corpus"], questions=str(questions), dense=False), tmp_path / "out"
     )
-    assert code == 2
-    error = capsys.readouterr().err
-    assert str(bad) in error and expected in error
+    assert stats["rubrics"] == 0 and stats["events"]["merge.questions_without_rubrics"] == 1
+    assert stats["stage_seconds"]["merge"] < 1.0  # no encoder loaded for nothing
+    assert rows(tmp_path / "out")[0]["rubrics"] == []
+
+
+def test_recipe_values_are_converted_where_yaml_is_ambiguous(world) -> None:
+    from rubric_pipeline.config import build_config
+
+    recipe = {"build": {"merge_threshold": 1, "timeout_s": "1e2", "dense": "false", "k": "7"}}
+    config = build_config(BuildConfig, recipe, "build", {"corpus": world["corpus"]})
+    assert (config.merge_threshold, config.timeout_s, config.dense, config.k) == (1.0, 100.0, False, 7)
+    assert isinstance(config.merge_threshold, float)
 
 
 @pytest.mark.vllm
