@@ -44,7 +44,8 @@ def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concu
         config = LLMConfig(base_urls=[engine.base_url], model=engine.model_name, timeout_s=300.0)
         async with LLMClient(config) as client:
             start = time.perf_counter()
-            judgements = await judge_all(LLMJudge(client), examples, concurrency=concurrency, progress=False)
+            judge = LLMJudge(client, degenerate_guard=False)  # measure the model, not the gateway's guard
+            judgements = await judge_all(judge, examples, concurrency=concurrency, progress=False)
             return judgements, time.perf_counter() - start
 
     engine_config = EngineConfig(
@@ -68,6 +69,25 @@ def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concu
     return {"summary": summary, "report": report}
 
 
+def sample_per_family(examples: list, per_family: int, seed: int) -> list:
+    """At most ``per_family`` master-key examples of each family (all when ``per_family`` <= 0)."""
+    import random
+
+    from verifier.evaluate import augment_family
+
+    if per_family <= 0:
+        return examples
+    by_family: dict[str, list] = {}
+    for example in examples:
+        by_family.setdefault(augment_family(example.label_source) or "", []).append(example)
+    rng = random.Random(seed)
+    return [
+        ex
+        for family in sorted(by_family)
+        for ex in rng.sample(by_family[family], min(per_family, len(by_family[family])))
+    ]
+
+
 def demo_data(args: argparse.Namespace, sft_config):
     """Labelled demo examples + augmentation, split by question; returns (splits by name, eval examples)."""
     from rubric_pipeline.demo_world import generate_world, make_responses
@@ -83,6 +103,8 @@ def demo_data(args: argparse.Namespace, sft_config):
     eval_real = [example for example in held_out if not is_augmented(example)]
     eval_keys = [example for example in held_out if is_augmented(example)]  # train families, unseen questions
     heldout_keys = [example for example in augmented.splits["heldout_keys"] if example.qid in eval_qids]
+    eval_keys = sample_per_family(eval_keys, args.eval_keys_per_family, args.seed)
+    heldout_keys = sample_per_family(heldout_keys, args.eval_keys_per_family, args.seed)
     options = sft_config.window_options()
     common = {
         "eval_examples": held_out,
@@ -119,6 +141,15 @@ def main() -> int:
     parser.add_argument("--skip-rl", action="store_true", help="stop after stage 1")
     parser.add_argument("--skip-no-augment", action="store_true", help="skip the run without augmentation")
     parser.add_argument("--max-train-windows", type=int, default=None, help="override the recipe's cap")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the recipe's SFT lr")
+    parser.add_argument("--epochs", type=float, default=None, help="override the recipe's SFT epochs")
+    parser.add_argument(
+        "--eval-keys-per-family", type=int, default=12, help="master-key eval examples per family (0: all)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")
+    parser.add_argument(
+        "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -135,8 +166,14 @@ def main() -> int:
     sft_config = build_config(SFTStageConfig, args.recipe, "sft", {"model": args.model, "seed": args.seed})
     if args.max_train_windows is not None:
         sft_config = replace(sft_config, max_train_windows=args.max_train_windows)
+    if args.learning_rate is not None:
+        sft_config = replace(sft_config, learning_rate=args.learning_rate)
+    if args.epochs is not None:
+        sft_config = replace(sft_config, num_train_epochs=args.epochs)
+    if args.threads is not None:
+        sft_config = replace(sft_config, num_threads=args.threads)
     if args.mode == "trec":
-        sft_config = replace(sft_config, window_min=5, window_max=10, augment_rate=0.0)
+        sft_config = replace(sft_config, window_min=5, window_max=10, augment_rate=0.0, max_length=2048)
         splits, eval_examples = trec_data(args, sft_config)
     else:
         splits, eval_examples = demo_data(args, sft_config)
@@ -157,6 +194,9 @@ def main() -> int:
         results[name] = judge_served(model_dir, eval_examples, name, work)
         if stage is not None:
             results[name] |= {"train_seconds": stage.train_seconds, "steps": stage.global_step}
+            losses = [entry["loss"] for entry in stage.log_history if "loss" in entry]
+            if losses:
+                results[name]["losses"] = losses
             rewards = [entry["reward"] for entry in stage.log_history if "reward" in entry]
             if rewards:
                 results[name]["rewards"] = rewards
@@ -168,11 +208,14 @@ def main() -> int:
         record(f"sft_{name}", stage.model_dir, stage)
         return stage
 
-    record("zero_shot", args.model)
+    if not args.skip_zero_shot:
+        record("zero_shot", args.model)
     with_augmentation = stage1("with_augmentation")
     if not args.skip_rl:
         rl_config = build_config(RLStageConfig, args.recipe, "rl", {"seed": args.seed})
         rl_config = replace(rl_config, model=with_augmentation.model_dir, output_dir=str(work / "rl"))
+        if args.threads is not None:
+            rl_config = replace(rl_config, num_threads=args.threads)
         # RL prompts: the stage 1 training prompts (train questions only), windows no larger than the RL cap
         rl_windows = [w for w in splits["with_augmentation"].train if len(w.labels) <= rl_config.window_max]
         rl_split = TrainingSplits(train=rl_windows[: rl_config.max_train_windows or None], eval=[])

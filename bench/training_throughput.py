@@ -1,6 +1,6 @@
 """Stage 1 training throughput on this CPU: TRL's default loss path vs logits only at the completion.
 
-Runs the demo recipe's SFT settings (Gemma-3-270M, LoRA, bf16 weights) twice on the same demo-world
+Runs the demo recipe's SFT settings (Gemma-3-270M, LoRA, the recipe's dtype) twice on the same demo-world
 prompts with the same seed, each path in its own subprocess so peak RSS is per path, and prints tokens/s,
 the per-step losses side by side and the ratio. Run it under the heavy lock:
 
@@ -50,7 +50,9 @@ def worker(args: argparse.Namespace) -> dict:
     }
     config = build_config(SFTStageConfig, args.recipe, "sft", overrides)
     examples = make_responses(generate_world(seed=0), seed=0)
-    splits = build_splits(examples, config.window_options(), eval_fraction=config.eval_fraction)
+    splits = build_splits(
+        examples, config.window_options(), eval_fraction=config.eval_fraction, max_eval_windows=0
+    )  # no agreement eval: it would add generation time and memory to the training figures
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:

@@ -21,7 +21,8 @@ def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool):
     from datasets import Dataset
 
     from verifier.completion_lm import CompletionOnlySFTTrainer
-    from verifier.train_sft import SFTStageConfig, load_model_and_tokenizer, lora_config, trl_sft_config
+    from verifier.train_sft import SFTStageConfig, trl_sft_config
+    from verifier.train_stage import load_model_and_tokenizer, lora_config
 
     config = SFTStageConfig(model=str(model_dir), output_dir=str(tmp_path), per_device_train_batch_size=4)
     model, tokenizer = load_model_and_tokenizer(str(model_dir), "float32")
