@@ -68,40 +68,23 @@ class Builder:
 
     async def rewrite(self, questions: Sequence[tuple[str, str]]) -> list[list[str]]:
         cfg, start = self.config, time.perf_counter()
-        if self.client is None:  # one coroutine per question of the batch: bounded by batch_size
-            nodes = await asyncio.gather(
-                *(
-                    expand_offline(
-                        question,
-                        self._feedback,
-                        depth=cfg.rewrite_depth,
-                        max_nodes=cfg.rewrite_max_nodes,
-                        per_call=cfg.rewrites_per_call,
-                        n_terms=cfg.prf_terms,
-                        dedup_threshold=cfg.dedup_threshold,
-                    )
-                    for _, question in questions
-                )
+        tree = {
+            "depth": cfg.rewrite_depth,
+            "max_nodes": cfg.rewrite_max_nodes,
+            "per_call": cfg.rewrites_per_call,
+            "dedup_threshold": cfg.dedup_threshold,
+        }
+        if self.client is None:
+            expansions = (
+                expand_offline(question, self._feedback, n_terms=cfg.prf_terms, **tree)
+                for _, question in questions
             )
-        else:  # one coroutine per question of the batch: bounded by batch_size
-            nodes = await asyncio.gather(
-                *(
-                    expand_with_llm(
-                        self.client,
-                        question,
-                        depth=cfg.rewrite_depth,
-                        max_nodes=cfg.rewrite_max_nodes,
-                        per_call=cfg.rewrites_per_call,
-                        dedup_threshold=cfg.dedup_threshold,
-                        max_chars=cfg.max_nugget_chars,
-                        max_tokens=cfg.max_tokens,
-                        **self.llm_kwargs,
-                    )
-                    for _, question in questions
-                )
-            )
+        else:
+            llm = {"max_chars": cfg.max_nugget_chars, "max_tokens": cfg.max_tokens, **self.llm_kwargs}
+            expansions = (expand_with_llm(self.client, question, **tree, **llm) for _, question in questions)
+        nodes = await asyncio.gather(*expansions)  # one coroutine per question: bounded by batch_size
         self.timer.add("rewrite", start)
-        return [[node.query for node in tree] for tree in nodes]
+        return [[node.query for node in expansion] for expansion in nodes]
 
     async def _feedback(self, query: str) -> list[tuple[str, float]]:
         return await self.retriever.feedback(query, self.config.prf_docs)
