@@ -24,6 +24,8 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+TREC_DEV = ROOT.parent / "shared" / "data" / "trec_rag24" / "dev.jsonl"
 logger = logging.getLogger("bench.serving")
 
 WORDS = ("river", "harbour", "council", "archive", "bridge", "orchard", "ferry", "lantern", "quarry",
@@ -98,22 +101,26 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 # ---------------------------------------------------------------- the two HTTP paths
 
 
-async def run_pool(items: list[dict[str, Any]], concurrency: int, one) -> tuple[float, int, int]:
-    """Run ``one(item) -> (judged rubrics, errors)`` with ``concurrency`` workers: (s, judged, errors)."""
+async def run_pool(items: list[dict[str, Any]], concurrency: int, one) -> tuple[float, int, int, list[float]]:
+    """Run ``one(item) -> (judged rubrics, errors)`` with ``concurrency`` workers:
+    (seconds, judged, errors, per-item latencies)."""
     queue: asyncio.Queue = asyncio.Queue()
     for item in items:
         queue.put_nowait(item)
     totals = [0, 0]
+    latencies: list[float] = []
 
     async def worker() -> None:
         while not queue.empty():
+            started = time.perf_counter()
             judged, errors = await one(queue.get_nowait())
+            latencies.append(time.perf_counter() - started)
             totals[0] += judged
             totals[1] += errors
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started, totals[0], totals[1]
+    return time.perf_counter() - started, totals[0], totals[1], sorted(latencies)
 
 
 def gateway_call(client: httpx.AsyncClient, url: str):
@@ -127,8 +134,9 @@ def gateway_call(client: httpx.AsyncClient, url: str):
     return one
 
 
-def direct_call(client: httpx.AsyncClient, base_url: str, model: str, window: int):
-    """What LLMJudge sends for each window, posted straight to vLLM (windows of an item concurrently)."""
+def direct_call(client: httpx.AsyncClient, base_url: str, model: str, window: int, warm_prefix: bool = True):
+    """What the gateway sends for each window, posted straight to vLLM: the first window of an item alone,
+    then its other windows concurrently (``warm_prefix``, the gateway's default), or all at once."""
     from verifier import prompt
     from verifier.judges import default_max_tokens
 
@@ -154,7 +162,11 @@ def direct_call(client: httpx.AsyncClient, base_url: str, model: str, window: in
     async def one(item: dict[str, Any]) -> tuple[int, int]:
         rubrics = item["rubrics"]
         parts = prompt.window_slices(len(rubrics), window)
-        counts = await asyncio.gather(*(window_call(item, rubrics[part]) for part in parts))
+        counts = []
+        if warm_prefix and len(parts) > 1:
+            counts.append(await window_call(item, rubrics[parts[0]]))
+            parts = parts[1:] if counts[0] >= 0 else []
+        counts += await asyncio.gather(*(window_call(item, rubrics[part]) for part in parts))
         return (sum(counts), 0) if min(counts) >= 0 else (0, 1)
 
     return one
@@ -163,48 +175,100 @@ def direct_call(client: httpx.AsyncClient, base_url: str, model: str, window: in
 # ---------------------------------------------------------------- measurements
 
 
-async def throughput_rounds(args, gateway_url: str, engine, client: httpx.AsyncClient) -> dict[str, Any]:
-    gateway = gateway_call(client, gateway_url)
-    direct = direct_call(client, engine.base_url, engine.model_name, args.window)
-    await run_pool(make_items(8, args.rubrics, "warmup"), 4, gateway)  # first-request costs out of the way
+async def throughput_rounds(
+    args, gateways: dict[str, str], engine, client: httpx.AsyncClient
+) -> dict[str, Any]:
+    """Rounds of ``--items`` items at ``--concurrency``: the gateway, the same windows straight to vLLM,
+    and (when started) the gateway sending every window of an item at once; order rotates per round."""
+    contenders = {name: gateway_call(client, url) for name, url in gateways.items()}
+    contenders["direct"] = direct_call(client, engine.base_url, engine.model_name, args.window)
+    await run_pool(make_items(8, args.rubrics, "warmup"), 4, contenders["gateway"])  # first-request costs
     rounds = []
     for round_index in range(args.rounds):
-        order = [("gateway", gateway), ("direct", direct)]
-        if round_index % 2:
-            order.reverse()  # alternate who goes first: the machine is shared and drifts
+        names = list(contenders)
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]  # the machine drifts
         row: dict[str, Any] = {}
-        for name, one in order:
+        for name in order:
             before = vllm_counters(engine.url)
             items = make_items(args.items, args.rubrics, f"{name}-{round_index}")
-            seconds, judged, errors = await run_pool(items, args.concurrency, one)
+            seconds, judged, errors, latencies = await run_pool(items, args.concurrency, contenders[name])
             spent = delta(vllm_counters(engine.url), before)
             row[name] = {
                 "seconds": round(seconds, 3),
                 "judgements": judged,
                 "errors": errors,
                 "judgements_per_s": round(judged / seconds, 2),
+                "item_latency_p50_s": percentile(latencies, 0.5),
+                "prefix_cache_hit_rate": spent["prefix_cache_hits"] / max(spent["prefix_cache_queries"], 1),
                 "gen_tokens_per_request": spent["generation_tokens"] / max(spent["request_success"], 1),
             }
         row["overhead"] = 1 - row["gateway"]["judgements_per_s"] / row["direct"]["judgements_per_s"]
-        rates = (row["gateway"]["judgements_per_s"], row["direct"]["judgements_per_s"])
-        logger.info("round %d: gateway %s/s, direct %s/s", round_index, *rates)
+        logger.info("round %d: %s", round_index, {n: row[n]["judgements_per_s"] for n in contenders})
         rounds.append(row)
+    summary = {
+        f"{name}_{key}": statistics.median(r[name][key] for r in rounds)
+        for name in contenders
+        for key in ("judgements_per_s", "item_latency_p50_s", "prefix_cache_hit_rate")
+    }
     return {
         "rounds": rounds,
-        "gateway_judgements_per_s": statistics.median(r["gateway"]["judgements_per_s"] for r in rounds),
-        "direct_judgements_per_s": statistics.median(r["direct"]["judgements_per_s"] for r in rounds),
+        **summary,
         "overhead_median": statistics.median(r["overhead"] for r in rounds),
         "gen_tokens_per_window": statistics.mean(r["gateway"]["gen_tokens_per_request"] for r in rounds),
     }
 
 
-async def prefix_cache(args, gateway_url: str, engine, client: httpx.AsyncClient) -> dict[str, Any]:
-    """Hit rate on the windows after each response's first: (a) first window warmed, rest concurrent
-    (straight to vLLM); (b) the gateway as it runs, every window of an item at once."""
-    direct = direct_call(client, engine.base_url, engine.model_name, args.window)
-    items = make_items(args.cache_items, 6 * args.window, "cache")
-    first_q = first_h = rest_q = rest_h = 0.0
+def trec_items(limit: int, window: int) -> list[dict[str, Any]]:
+    """TREC RAG 2024 dev answers with more than one window of rubrics (real lengths; read at run time)."""
+    from rubric_pipeline.trec import read_trec_labelled
+
+    if not TREC_DEV.exists():
+        return []
+    examples = [e for e in read_trec_labelled(TREC_DEV) if len(e.rubrics) > window][:limit]
+    return [
+        {"question": e.question, "response": e.response, "rubrics": [r.text for r in e.rubrics]}
+        for e in examples
+    ]
+
+
+def tagged(items: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+    """The same items under a new tag at the start of the question, so no pass reuses another's cache."""
+    return [item | {"question": f"[{tag}] {item['question']}"} for item in items]
+
+
+def prefix_ceiling(items: list[dict[str, Any]], window: int, tokenizer) -> float:
+    """Share of the prompt tokens of windows 2+ that they have in common with window 1 (token-exact): the
+    hit rate a cache with 1-token blocks would reach."""
+    from verifier import prompt
+
+    def tokens(item: dict[str, Any], part: slice) -> list[int]:
+        messages = prompt.render_messages(item["question"], item["response"], item["rubrics"][part])
+        encoded = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    shared = total = 0
     for item in items:
+        first, *later = prompt_windows(item, window)
+        head = tokens(item, first)
+        for part in later:
+            ids = tokens(item, part)
+            common = next(
+                (i for i, (a, b) in enumerate(zip(head, ids, strict=False)) if a != b),
+                min(len(head), len(ids)),
+            )
+            shared, total = shared + common, total + len(ids)
+    return shared / max(total, 1)
+
+
+async def cache_set(args, items, gateways: dict[str, str], engine, client, tokenizer) -> dict[str, Any]:
+    """Hit rates on one item set: exact per-window split on the direct path (first window alone, then the
+    rest, item by item), and the whole traffic of each gateway; for the warm-prefix gateway the rate on
+    windows 2+ is derived by taking out the first windows' counts measured on the direct path."""
+    direct = direct_call(client, engine.base_url, engine.model_name, args.window, warm_prefix=False)
+    first_q = first_h = rest_q = rest_h = 0.0
+    for item in tagged(items, "p0"):  # tags of equal length: the passes differ in nothing else
         before = vllm_counters(engine.url)
         await direct(item | {"rubrics": item["rubrics"][: args.window]})
         middle = vllm_counters(engine.url)
@@ -214,29 +278,72 @@ async def prefix_cache(args, gateway_url: str, engine, client: httpx.AsyncClient
         first_h += middle["prefix_cache_hits"] - before["prefix_cache_hits"]
         rest_q += after["prefix_cache_queries"] - middle["prefix_cache_queries"]
         rest_h += after["prefix_cache_hits"] - middle["prefix_cache_hits"]
-    before = vllm_counters(engine.url)
-    await run_pool(
-        make_items(args.cache_items, 6 * args.window, "cache-gw"), 1, gateway_call(client, gateway_url)
-    )
-    gw = delta(vllm_counters(engine.url), before)
+    out: dict[str, Any] = {
+        "items": len(items),
+        "windows": sum(len(prompt_windows(item, args.window)) for item in items),
+        "prompt_tokens_per_later_window": round(
+            rest_q / max(1, sum(len(prompt_windows(i, args.window)) - 1 for i in items)), 1
+        ),
+        "prefix_share_of_later_windows": prefix_ceiling(items, args.window, tokenizer),
+        "direct_first_window_hit_rate": first_h / max(first_q, 1),
+        "direct_later_windows_hit_rate": rest_h / max(rest_q, 1),
+    }
+    for index, (name, url) in enumerate(gateways.items(), start=1):
+        before = vllm_counters(engine.url)
+        await run_pool(tagged(items, f"p{index}"), args.concurrency, gateway_call(client, url))
+        spent = delta(vllm_counters(engine.url), before)
+        hits, queries = spent["prefix_cache_hits"], spent["prefix_cache_queries"]
+        out[f"{name}_all_windows_hit_rate"] = hits / max(queries, 1)
+        out[f"{name}_later_windows_hit_rate_derived"] = (hits - first_h) / max(queries - first_q, 1)
+    return out
+
+
+def prompt_windows(item: dict[str, Any], window: int) -> list[slice]:
+    from verifier import prompt
+
+    return prompt.window_slices(len(item["rubrics"]), window)
+
+
+async def prefix_cache(args, gateways: dict[str, str], engine, client: httpx.AsyncClient) -> dict[str, Any]:
+    """Prefix-cache hit rates on synthetic answers (6 windows each) and on TREC dev answers."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    sets = {"synthetic": make_items(args.cache_items, 6 * args.window, "cache")}
+    if trec := trec_items(args.trec_items, args.window):
+        sets["trec_dev"] = trec
     return {
-        "windows_per_response": 6,
-        "prompt_tokens_per_window": round(rest_q / max(1, 5 * len(items)), 1),
-        "first_window_hit_rate": first_h / max(first_q, 1),
-        "later_windows_hit_rate": rest_h / max(rest_q, 1),
-        "gateway_all_windows_hit_rate": gw["prefix_cache_hits"] / max(gw["prefix_cache_queries"], 1),
+        name: await cache_set(args, items, gateways, engine, client, tokenizer)
+        for name, items in sets.items()
     }
 
 
-async def load_test(args, gateway_url: str, gateway_pid: int, engine) -> dict[str, Any]:
-    import psutil
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every ``interval`` s on its own thread (the clients' loop is too busy)."""
 
+    def __init__(self, pid: int, interval: float = 0.2):
+        import psutil
+
+        super().__init__(name="rss-sampler", daemon=True)
+        self.process, self.interval = psutil.Process(pid), interval
+        self.samples: list[int] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.samples.append(self.process.memory_info().rss)
+
+
+async def load_test(args, gateway_url: str, gateway_pid: int) -> dict[str, Any]:
+    """``clients`` loops posting one item each, back to back, on one shared connection pool (like an RL
+    job's reward workers). Errors are counted per kind and by whether the connection was new or reused;
+    for reused connections the idle time since their previous response is recorded."""
     items = make_items(64, args.window, "load")
     latencies: list[float] = []
     errors: dict[str, int] = {}
     judged = [0]
-    rss: list[int] = []
-    process = psutil.Process(gateway_pid)
+    last_used: dict[int, float] = {}  # connection (network stream id) -> when its last response ended
+    idle_gaps: list[float] = []
     deadline = time.monotonic() + args.load_seconds
     limits = httpx.Limits(max_connections=args.clients + 8, max_keepalive_connections=args.clients + 8)
 
@@ -245,12 +352,26 @@ async def load_test(args, gateway_url: str, gateway_pid: int, engine) -> dict[st
         while time.monotonic() < deadline:
             item = items[turn % len(items)]
             turn += 1
+            events: list[str] = []
+
+            async def trace(name: str, info: dict[str, Any], events: list[str] = events) -> None:
+                events.append(name)
+
             started = time.perf_counter()
             try:
-                response = await client.post(f"{gateway_url}/v1/judge", json={"items": [item]})
+                response = await client.post(
+                    f"{gateway_url}/v1/judge", json={"items": [item]}, extensions={"trace": trace}
+                )
             except httpx.HTTPError as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                fresh = any(name.startswith("connection.connect_tcp") for name in events)
+                key = f"{type(exc).__name__} on a {'new' if fresh else 'reused'} connection"
+                errors[key] = errors.get(key, 0) + 1
+                logger.warning("%s: %r (trace: %s)", key, exc, events[-3:])
                 continue
+            stream = id(response.extensions.get("network_stream"))
+            if stream in last_used:
+                idle_gaps.append(started - last_used[stream])
+            last_used[stream] = time.perf_counter()
             latencies.append(time.perf_counter() - started)
             if response.status_code != 200:
                 errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
@@ -259,17 +380,19 @@ async def load_test(args, gateway_url: str, gateway_pid: int, engine) -> dict[st
             else:
                 judged[0] += len(item["rubrics"])
 
-    async def sample_rss() -> None:
-        while time.monotonic() < deadline:
-            rss.append(process.memory_info().rss)
-            await asyncio.sleep(1.0)
-
-    idle_rss = process.memory_info().rss
+    sampler = RssSampler(gateway_pid)
+    idle_rss = sampler.process.memory_info().rss
+    sampler.start()
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        await asyncio.gather(sample_rss(), *(client_loop(i, client) for i in range(args.clients)))
+    try:
+        async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+            await asyncio.gather(*(client_loop(i, client) for i in range(args.clients)))
+    finally:
+        sampler.done.set()
+        sampler.join()
     seconds = time.perf_counter() - started
     latencies.sort()
+    idle_gaps.sort()
     return {
         "clients": args.clients,
         "seconds": round(seconds, 1),
@@ -279,8 +402,12 @@ async def load_test(args, gateway_url: str, gateway_pid: int, engine) -> dict[st
         "judgements_per_s": round(judged[0] / seconds, 1),
         "latency_p50_s": percentile(latencies, 0.50),
         "latency_p99_s": percentile(latencies, 0.99),
+        "connections_opened": len(last_used),
+        "reused_idle_gap_max_s": round(idle_gaps[-1], 3) if idle_gaps else None,
+        "reused_idle_gap_p99_s": percentile(idle_gaps, 0.99),
         "gateway_rss_idle_mib": round(idle_rss / 2**20, 1),
-        "gateway_rss_peak_mib": round(max(rss or [idle_rss]) / 2**20, 1),
+        "gateway_rss_peak_mib": round(max(sampler.samples or [idle_rss]) / 2**20, 1),
+        "gateway_rss_samples": len(sampler.samples),
     }
 
 
@@ -322,11 +449,12 @@ def naive_generate(args, model_dir: str, gen_tokens: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- driver
 
 
-def start_gateway(engine, port: int) -> subprocess.Popen:
+def start_gateway(engine, port: int, extra: list[str], log_path: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "verifier.cli", "--log-level", "WARNING", "serve",
                "--engine-url", engine.url, "--port", str(port), "--max-queue", "1024",
-               "--max-concurrency", "256"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+               "--max-concurrency", "256", *extra]  # fmt: skip
+    with log_path.open("wb") as log:  # the child keeps its own handle
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -338,13 +466,22 @@ def start_gateway(engine, port: int) -> subprocess.Popen:
     raise RuntimeError("gateway did not start")
 
 
-async def measure(args, engine, gateway_url: str, gateway_pid: int) -> dict[str, Any]:
+async def measure(args, engine, gateways: dict[str, tuple[str, int]]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    url, pid = gateways["gateway"]
+    urls = {name: gateway_url for name, (gateway_url, _) in gateways.items()}
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
-        throughput = await throughput_rounds(args, gateway_url, engine, client)
-        cache = await prefix_cache(args, gateway_url, engine, client)
-    load = await load_test(args, gateway_url, gateway_pid, engine)
-    return {"throughput": throughput, "prefix_cache": cache, "load": load}
+        if "throughput" in args.parts:
+            figures["throughput"] = await throughput_rounds(args, urls, engine, client)
+        if "cache" in args.parts:
+            figures["prefix_cache"] = await prefix_cache(args, urls, engine, client)
+    if "load" in args.parts:
+        figures["load"] = await load_test(args, url, pid)
+    return figures
+
+
+PARTS = ("throughput", "cache", "load", "naive")
 
 
 def main() -> None:
@@ -352,6 +489,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default=None, help="model dir (default: the tiny model, built if missing)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     parser.add_argument("--items", type=int, default=48, help="items per throughput round")
     parser.add_argument("--rubrics", type=int, default=20, help="rubrics per item in the throughput rounds")
     parser.add_argument("--window", type=int, default=10)
@@ -359,18 +497,28 @@ def main() -> None:
         "--concurrency", type=int, default=16, help="items in flight in the throughput rounds"
     )
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--cache-items", type=int, default=6)
+    parser.add_argument("--cache-items", type=int, default=6, help="synthetic answers of 6 windows")
+    parser.add_argument("--trec-items", type=int, default=24, help="TREC dev answers of 2+ windows")
     parser.add_argument("--naive-windows", type=int, default=16)
+    parser.add_argument(
+        "--naive-tokens", type=int, default=0, help="new tokens per naive window (0: measured)"
+    )
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--load-seconds", type=float, default=60.0)
     parser.add_argument(
         "--engine-arg",
         action="append",
         default=[],
-        help="extra vLLM flag (repeatable), e.g. --engine-arg=--block-size=32",
+        help="extra vLLM flag (repeatable), e.g. --engine-arg=--block-size=128",
+    )
+    parser.add_argument(
+        "--gateway-arg", action="append", default=[], help="extra `rubric-verifier serve` flag (repeatable)"
     )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serving.json"))
     args = parser.parse_args()
+    args.parts = [part for part in args.parts.split(",") if part]
+    if unknown := set(args.parts) - set(PARTS):
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -378,46 +526,99 @@ def main() -> None:
     from verifier.models import build_tiny_model, default_models_dir
     from verifier.serve.engine import EngineConfig, VLLMEngine, free_port
 
-    model_dir = args.model or str(build_tiny_model(default_models_dir() / "tiny", seed=0))
-    with VLLMEngine(EngineConfig(model=model_dir, extra_args=args.engine_arg)) as engine:
-        port = free_port()
-        gateway = start_gateway(engine, port)
-        try:
-            figures = asyncio.run(measure(args, engine, f"http://127.0.0.1:{port}", gateway.pid))
-        finally:
-            gateway.terminate()
-            gateway.wait(timeout=30)
-    figures["naive"] = naive_generate(args, model_dir, figures["throughput"]["gen_tokens_per_window"])
-    t, n = figures["throughput"], figures["naive"]
-    figures["ratios"] = {
-        "gateway_vs_naive_generate": t["gateway_judgements_per_s"] / n["judgements_per_s"],
-        "gateway_overhead_vs_direct_vllm": t["overhead_median"],
+    args.model_dir = args.model or str(build_tiny_model(default_models_dir() / "tiny", seed=0))
+    figures: dict[str, Any] = {}
+    if set(args.parts) - {"naive"}:
+        engine_config = EngineConfig(model=args.model_dir, extra_args=args.engine_arg)
+        with VLLMEngine(engine_config) as engine:
+            flags = {"gateway": args.gateway_arg}
+            if {"cache", "throughput"} & set(args.parts):  # the other policy: every window at once
+                flags["gateway_all_at_once"] = [*args.gateway_arg, "--warm-prefix", "false"]
+            processes, gateways, logs = [], {}, {}
+            try:
+                for name, extra in flags.items():
+                    port = free_port()
+                    logs[name] = Path(tempfile.gettempdir()) / f"rv-bench-{name}-{port}.log"
+                    processes.append(start_gateway(engine, port, extra, logs[name]))
+                    gateways[name] = (f"http://127.0.0.1:{port}", processes[-1].pid)
+                figures = asyncio.run(measure(args, engine, gateways))
+            finally:
+                for process in processes:
+                    process.terminate()
+                    process.wait(timeout=30)
+            # anything the gateways logged at WARNING or above (errors the clients may not see)
+            figures["gateway_log_lines"] = {
+                name: [line for line in path.read_text(errors="replace").splitlines() if line.strip()][-20:]
+                for name, path in logs.items()
+            }
+            figures["engine_command"] = engine.command()
+    if "naive" in args.parts:
+        tokens = args.naive_tokens or figures.get("throughput", {}).get("gen_tokens_per_window", 54)
+        figures["naive"] = naive_generate(args, args.model_dir, tokens)
+    if "throughput" in figures and "naive" in figures:
+        figures["ratios"] = {
+            "gateway_vs_naive_generate": figures["throughput"]["gateway_judgements_per_s"]
+            / figures["naive"]["judgements_per_s"],
+            "gateway_overhead_vs_direct_vllm": figures["throughput"]["overhead_median"],
+        }
+    figures["setup"] = {
+        "model": args.model_dir,
+        "cpus": os.cpu_count(),
+        "args": vars(args),
+        "command": ["flock", "/tmp/rv-heavy.lock", ".venv/bin/python", *sys.argv],
     }
-    figures["setup"] = {"model": model_dir, "cpus": os.cpu_count(), "args": vars(args), "command": sys.argv}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     print(report(figures, args))
 
 
 def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
-    t, c, n, load = figures["throughput"], figures["prefix_cache"], figures["naive"], figures["load"]
-    gw, direct = t["gateway_judgements_per_s"], t["direct_judgements_per_s"]
-    return "\n".join(
-        [
-            f"rubric judgements/s: gateway {gw:.1f} | naive generate loop {n['judgements_per_s']:.1f} | "
-            f"ratio {figures['ratios']['gateway_vs_naive_generate']:.1f}x (goal >= 5x)",
-            f"gateway vs direct vLLM: {gw:.1f} vs {direct:.1f} judgements/s | overhead "
+    lines = []
+    if "throughput" in figures and "naive" in figures:
+        t, n = figures["throughput"], figures["naive"]
+        lines.append(
+            f"rubric judgements/s: gateway {t['gateway_judgements_per_s']:.1f} | naive generate loop "
+            f"{n['judgements_per_s']:.1f} | ratio {figures['ratios']['gateway_vs_naive_generate']:.1f}x "
+            "(goal >= 5x)"
+        )
+    elif "naive" in figures:
+        lines.append(f"naive generate loop: {figures['naive']['judgements_per_s']:.1f} judgements/s")
+    if "throughput" in figures:
+        t = figures["throughput"]
+        lines += [
+            f"gateway vs direct vLLM: {t['gateway_judgements_per_s']:.1f} vs "
+            f"{t['direct_judgements_per_s']:.1f} judgements/s | overhead "
             f"{100 * t['overhead_median']:.1f}% (median of {args.rounds} rounds; goal <= 5%)",
-            f"prefix cache hits, windows 2-6 of a response: {100 * c['later_windows_hit_rate']:.1f}% of "
-            f"prompt tokens (goal >= 80%) | first window {100 * c['first_window_hit_rate']:.1f}% | "
-            f"via the gateway, all windows at once: {100 * c['gateway_all_windows_hit_rate']:.1f}%",
+            *(
+                f"  {name}: {t[f'{name}_judgements_per_s']:.1f} judgements/s, item p50 "
+                f"{t[f'{name}_item_latency_p50_s']}s, prefix-cache hits "
+                f"{100 * t[f'{name}_prefix_cache_hit_rate']:.1f}% of prompt tokens"
+                for name in ("gateway", "gateway_all_at_once", "direct")
+                if f"{name}_judgements_per_s" in t
+            ),
+        ]
+    for name, c in figures.get("prefix_cache", {}).items():
+        lines.append(
+            f"prefix cache, {name} ({c['items']} answers, {c['windows']} windows, "
+            f"{c['prompt_tokens_per_later_window']} prompt tokens per later window): windows 2+ hit "
+            f"{100 * c['direct_later_windows_hit_rate']:.1f}% (direct, first window first; shared-prefix "
+            f"ceiling {100 * c['prefix_share_of_later_windows']:.1f}%) | gateway windows 2+ "
+            f"{100 * c['gateway_later_windows_hit_rate_derived']:.1f}% (derived) | all windows: gateway "
+            f"{100 * c['gateway_all_windows_hit_rate']:.1f}% vs all at once "
+            f"{100 * c['gateway_all_at_once_all_windows_hit_rate']:.1f}%"
+        )
+    if "load" in figures:
+        load = figures["load"]
+        lines += [
             f"{load['clients']} clients x {load['seconds']}s: {load['requests']} requests, "
             f"{load['error_count']} errors {load['errors']}, p50 {load['latency_p50_s']}s, "
-            f"p99 {load['latency_p99_s']}s, {load['judgements_per_s']} judgements/s",
-            f"gateway RSS: idle {load['gateway_rss_idle_mib']} MiB, peak {load['gateway_rss_peak_mib']} MiB",
-            f"wrote {args.out}",
+            f"p99 {load['latency_p99_s']}s, {load['judgements_per_s']} judgements/s; "
+            f"{load['connections_opened']} connections, longest idle before reuse "
+            f"{load['reused_idle_gap_max_s']}s",
+            f"gateway RSS: idle {load['gateway_rss_idle_mib']} MiB, peak {load['gateway_rss_peak_mib']} MiB "
+            f"({load['gateway_rss_samples']} samples at 5/s)",
         ]
-    )
+    return "\n".join([*lines, f"wrote {args.out}"])
 
 
 if __name__ == "__main__":

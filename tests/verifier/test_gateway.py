@@ -113,7 +113,10 @@ def test_get_reward_speaks_openrlhf(gateway):
     assert len(answer["rewards"]) == 2 and answer["rewards"] == answer["scores"]
     assert 0.0 <= answer["rewards"][0] <= 1.0
     assert answer["rewards"][1] == 0.0  # "..." is degenerate once the prompt prefix is stripped
-    assert answer["extra_logs"] == {"judged": [1.0, 0.0], "degenerate": [0.0, 1.0]}
+    logs = answer["extra_logs"]
+    assert logs["judged"] == [1.0, 0.0] and logs["degenerate"] == [0.0, 1.0]
+    assert logs["unjudgeable"] == [0.0, 0.0]
+    assert all(values == [0.0, 0.0] for key, values in logs.items() if key.startswith("unjudgeable/"))
     empty = httpx.post(
         f"{gateway.url}/get_reward", json={"query": [], "prompts": [], "labels": []}, timeout=10
     )

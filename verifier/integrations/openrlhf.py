@@ -5,8 +5,11 @@
 OpenRLHF POSTs ``{"query": [prompt + response], "prompts": [prompt], "labels": [label]}`` where ``label``
 is the dataset's label column (``--label_key``): store each sample's rubrics there as JSON text (see
 :func:`rubrics_label`). The gateway answers ``{"rewards", "scores", "extra_logs"}``; the response is
-``query`` minus the ``prompt`` prefix. Unjudgeable samples come back as ``null`` rewards with
-``extra_logs["judged"] == 0``. :func:`get_reward` sends that exact request, for tests and smoke checks.
+``query`` minus the ``prompt`` prefix. Unjudgeable samples come back as ``null`` rewards, or as the
+float given by ``rubric-verifier serve --unjudgeable-reward X`` (OpenRLHF needs floats); either way
+``extra_logs`` flags them (``unjudgeable`` = 1, ``judged`` = 0, ``unjudgeable/<reason>`` = 1) and the
+gateway's ``rv_unjudgeable_total`` counts them. :func:`get_reward` sends that exact request, for tests and
+smoke checks.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@
 
 ``ground_truth`` carries the sample's rubrics (a list, or its JSON); the question comes from
 ``extra_info["question"]`` when present. verl needs a float score: an unjudgeable sample raises unless
-``reward_kwargs`` sets ``unjudgeable_score`` (the returned dict's "error" then says why).
+``reward_kwargs`` sets ``unjudgeable_score``; the returned dict then flags it (``unjudgeable`` = 1.0, which
+verl averages into its reward metrics, and ``reason`` / ``error`` say why), so the fallback is never a
+silent score.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ async def compute_score(
     extra_info: dict[str, Any] | None = None,
     **reward_kwargs: Any,
 ) -> dict[str, Any]:
-    """``{"score", "labels", "error"}`` for one sample, judged by the gateway at ``reward_kwargs["url"]``."""
+    """``{"score", "unjudgeable", "reason", "labels", "error"}`` for one sample, judged by the gateway at
+    ``reward_kwargs["url"]``."""
     if "url" not in reward_kwargs:
         raise KeyError("set reward_kwargs.url to the reward gateway, e.g. http://127.0.0.1:8080")
     extra_info = extra_info or {}
@@ -45,9 +48,15 @@ async def compute_score(
         timeout=float(reward_kwargs.get("timeout", 300.0)),
         token=reward_kwargs.get("token"),
     )
-    score = result["reward"]
-    if score is None:
+    score, unjudgeable = result["reward"], result["reward"] is None
+    if unjudgeable:
         if reward_kwargs.get("unjudgeable_score") is None:
             raise Unjudgeable(f"{data_source}: unjudgeable ({result['reason']}): {result['error']}")
         score = float(reward_kwargs["unjudgeable_score"])
-    return {"score": score, "labels": result["labels"], "error": result["error"]}
+    return {
+        "score": score,
+        "unjudgeable": float(unjudgeable),
+        "reason": result["reason"],
+        "labels": result["labels"],
+        "error": result["error"],
+    }

@@ -41,20 +41,39 @@ class ServeConfig:
     )
     aggregation: str = option("weighted", help="default reward aggregation: weighted|all|vital|strict_*")
     window: int = option(10, help="rubrics per engine request (one window)")
+    warm_prefix: bool = option(
+        True,
+        help="judge an item's first window alone, then its other windows at once, so they hit the prefix "
+        "cache on the shared instructions + question + response (costs one window of latency per item)",
+    )
     max_items: int = option(256, help="items per request (413 above)")
     max_rubrics: int = option(256, help="rubrics per item (413 above)")
     max_chars: int = option(60_000, help="characters per item: question + response + rubrics (413 above)")
     max_queue: int = option(512, help="requests in flight before the gateway answers 503")
+    keep_alive_s: float = option(
+        75.0,
+        help="seconds the gateway keeps an idle client connection open; longer than clients' own idle "
+        "timeouts (httpx 5 s, aiohttp 15 s), so the client, not the gateway, closes idle connections "
+        "and a request never races the gateway's close (uvicorn's default is 5 s)",
+    )
     max_concurrency: int = option(64, help="engine requests in flight, across all engines")
     engine_timeout_s: float = option(60.0, help="timeout of one engine request")
     engine_retries: int = option(2, help="retries of a failed engine request (connection errors, 5xx)")
     item_timeout_s: float = option(
         120.0, help="deadline for one item's judgement; then reward None, 'timeout'"
     )
+    unjudgeable_reward: float | None = option(
+        None,
+        help="reward /get_reward answers for an unjudgeable sample instead of null (OpenRLHF needs a float); "
+        "the sample stays flagged in extra_logs ('unjudgeable', 'unjudgeable/<reason>') and in /metrics",
+    )
     rubric_sets: str | None = option(None, help="RubricSet jsonl: OpenRLHF labels[i] may then be a qid")
     max_model_len: int = option(2048, help="engine context length")
     engine_port: int | None = option(None, help="port of the engine this command starts (default: free port)")
     kv_cache_gib: int = option(1, help="CPU engine KV cache (GiB)")
+    block_size: int | None = option(
+        None, help="engine KV-cache block size in tokens (default: 32 on CPU, vLLM's own on GPU)"
+    )
     cpu_threads: str | None = option(None, help="cores for a CPU engine, e.g. '0-1'")
     chat_template: str | None = option(None, help="chat template file for models without one")
     trace_path: str | None = option(None, help="append every engine call to this JSONL file")
@@ -113,6 +132,8 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
             item_timeout_s=config.item_timeout_s,
             rubric_sets=load_rubric_sets(config.rubric_sets),
             metrics=metrics,
+            first_window=config.window if config.warm_prefix else None,
+            unjudgeable_reward=config.unjudgeable_reward,
         )
 
 
@@ -137,6 +158,7 @@ def start_engine(config: ServeConfig):
         served_model_name=config.served_model_name,
         max_model_len=config.max_model_len,
         kv_cache_gib=config.kv_cache_gib,
+        block_size=config.block_size,
         cpu_threads=config.cpu_threads,
         chat_template=config.chat_template,
         extra_args=list(config.engine_args),
@@ -160,7 +182,15 @@ def run(args: argparse.Namespace) -> int:
         )
         app = build_app(config, base_urls, model)
         # uvicorn turns SIGTERM/SIGINT into a graceful shutdown; the finally below then stops the engine.
-        server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_level="warning",
+                timeout_keep_alive=config.keep_alive_s,
+            )
+        )
         print(
             f"reward gateway on http://{config.host}:{config.port} -> {', '.join(base_urls)} ({model})",
             flush=True,

@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rubric_pipeline.schema import Rubric, RubricSet, iter_jsonl
+from verifier.judges import Judgement
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ TIMEOUT = "timeout"
 ENGINE_ERROR = "engine_error"
 UNPARSABLE = "unparsable"
 UNSCORABLE = "unscorable"
+UNJUDGEABLE_REASONS = (NO_RUBRICS, TIMEOUT, ENGINE_ERROR, UNPARSABLE, UNSCORABLE)
 
 
 class QueueFull(RuntimeError):
@@ -154,10 +156,19 @@ class RewardService:
         item_timeout_s: float = 120.0,
         rubric_sets: dict[str, RubricSet] | None = None,
         metrics: Metrics | None = None,
+        first_window: int | None = None,
+        unjudgeable_reward: float | None = None,
     ):
+        """``first_window=W``: an item with more than W rubrics is judged in two steps, its first W rubrics
+        alone and then the rest (concurrently, inside the judge), so that the later windows find the
+        prefix they share with the first (instructions, question, response) in vLLM's prefix cache.
+        ``unjudgeable_reward``: what ``/get_reward`` answers in place of ``null`` (OpenRLHF batches rewards
+        into a float tensor); the sample stays flagged in ``extra_logs`` and counted as unjudgeable."""
         from verifier.reward import Aggregation
 
         self.judge = judge
+        self.first_window = first_window
+        self.unjudgeable_reward = unjudgeable_reward
         self.aggregation = Aggregation(aggregation).value
         self.limits = limits or Limits()
         self.item_timeout_s = item_timeout_s
@@ -219,9 +230,7 @@ class RewardService:
             if not item.rubrics:
                 return self._count(ItemResult(None, None, "the item has no rubrics to judge", NO_RUBRICS))
             try:
-                judgement = await asyncio.wait_for(
-                    self.judge.judge(item.question, item.response, item.rubrics), self.item_timeout_s
-                )
+                judgement = await asyncio.wait_for(self._judge(item), self.item_timeout_s)
             except TimeoutError:
                 self.metrics.engine_errors.labels(TIMEOUT).inc()
                 message = f"no judgement within {self.item_timeout_s:g}s"
@@ -241,6 +250,20 @@ class RewardService:
             return self._count(ItemResult(list(judgement.labels), outcome.value))
         finally:
             self.metrics.item_latency.observe(time.perf_counter() - started)
+
+    async def _judge(self, item: Item) -> Judgement:
+        """One judge call, or two (first window, then the rest) when ``first_window`` is set: only the
+        first window of an item is serialised; items still run concurrently with each other."""
+        window, rubrics = self.first_window, item.rubrics
+        if not window or len(rubrics) <= window:
+            return await self.judge.judge(item.question, item.response, rubrics)
+        first = await self.judge.judge(item.question, item.response, rubrics[:window])
+        if first.labels is None:  # unjudgeable already: spare the engine the other windows
+            return Judgement(None, f"rubrics 1-{window}: {first.error}", first.raw)
+        rest = await self.judge.judge(item.question, item.response, rubrics[window:])
+        if rest.labels is None:
+            return Judgement(None, f"rubrics {window + 1}-{len(rubrics)}: {rest.error}", first.raw + rest.raw)
+        return Judgement(first.labels + rest.labels, raw=first.raw + rest.raw)
 
     def _count(self, result: ItemResult) -> ItemResult:
         if result.reason == DEGENERATE:
@@ -275,17 +298,30 @@ class RewardService:
     async def openrlhf_rewards(
         self, query: list[str], prompts: list[str], labels: list[Any]
     ) -> dict[str, Any]:
-        """OpenRLHF's response. Unjudgeable samples get ``null`` rewards and ``judged=0`` in extra_logs."""
+        """OpenRLHF's response. An unjudgeable sample's reward is ``null``, or ``unjudgeable_reward`` when
+        set; either way ``extra_logs`` flags it (``unjudgeable=1``, ``judged=0`` and one
+        ``unjudgeable/<reason>`` key per reason, all numeric so OpenRLHF can average them)."""
         results = await self.judge_items(self.openrlhf_items(query, prompts, labels))
-        rewards = [result.reward for result in results]
-        return {
-            "rewards": rewards,
-            "scores": rewards,
-            "extra_logs": {
-                "judged": [0.0 if r.reward is None or r.reason == DEGENERATE else 1.0 for r in results],
-                "degenerate": [1.0 if r.reason == DEGENERATE else 0.0 for r in results],
-            },
+        unjudgeable = [r.reward is None for r in results]
+        fallback = self.unjudgeable_reward
+        rewards = [
+            fallback if missing and fallback is not None else r.reward
+            for r, missing in zip(results, unjudgeable, strict=True)
+        ]
+        extra_logs = {
+            "judged": [
+                0.0 if missing or r.reason == DEGENERATE else 1.0
+                for r, missing in zip(results, unjudgeable, strict=True)
+            ],
+            "degenerate": [1.0 if r.reason == DEGENERATE else 0.0 for r in results],
+            "unjudgeable": [float(missing) for missing in unjudgeable],
         }
+        for reason in UNJUDGEABLE_REASONS:  # a fixed key set: every response has the same keys
+            extra_logs[f"unjudgeable/{reason}"] = [
+                1.0 if missing and (r.reason or UNPARSABLE) == reason else 0.0
+                for r, missing in zip(results, unjudgeable, strict=True)
+            ]
+        return {"rewards": rewards, "scores": rewards, "extra_logs": extra_logs}
 
 
 def classify_error(error: str | None) -> str:

@@ -1,0 +1,90 @@
+"""RewardService without HTTP, against the real vLLM CPU server: how an item's windows are scheduled."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from rubric_pipeline.schema import LABELS, Rubric
+from verifier.serve.engine import CPU_BLOCK_SIZE, EngineConfig, VLLMEngine
+from verifier.serve.service import Item, RewardService
+
+QUESTION = "Which river flows through the city of Varn?"
+RESPONSE = "The Sella river flows through Varn and was first mapped in 1821 by the surveyor Ima Tork."
+
+
+def rubrics(count: int, tag: str) -> list[Rubric]:
+    return [Rubric(f"r{i}", f"The response says fact {i} about Varn ({tag}).") for i in range(count)]
+
+
+async def judge_with_trace(vllm_server, tmp_path, first_window: int | None, items: list[Item]):
+    from rubric_pipeline.llm import LLMClient, LLMConfig
+    from verifier.judges import LLMJudge
+
+    trace = tmp_path / f"trace-{first_window}.jsonl"
+    config = LLMConfig([vllm_server.base_url], vllm_server.model_name, trace_path=str(trace))
+    async with LLMClient(config) as client:
+        service = RewardService(LLMJudge(client, window=10), first_window=first_window)
+        results = await service.judge_items(items)
+    calls = [json.loads(line) for line in trace.read_text().splitlines()]
+    return results, calls
+
+
+def spans(calls: list[dict]) -> dict[tuple[str, int], tuple[float, float]]:
+    """(item tag, index of the window's first rubric) -> (start, end) of that engine call."""
+    out = {}
+    for call in calls:
+        content = call["request"]["messages"][0]["content"]
+        tag = re.search(r"\((i\d)\)", content).group(1)
+        first = int(re.search(r"Rubrics:\n1\. The response says fact (\d+) ", content).group(1))
+        out[tag, first] = (call["time"] - call["latency_s"], call["time"])
+    return out
+
+
+@pytest.mark.vllm
+async def test_first_window_is_judged_before_the_others(vllm_server, tmp_path):
+    items = [Item(QUESTION, f"{RESPONSE} ({tag})", rubrics(25, tag)) for tag in ("i0", "i1")]
+    results, calls = await judge_with_trace(vllm_server, tmp_path, 10, items)
+    assert [len(r.labels) for r in results] == [25, 25] and all(r.reward is not None for r in results)
+    assert all(set(r.labels) <= set(LABELS) for r in results)
+    timing = spans(calls)
+    assert sorted(timing) == [(tag, first) for tag in ("i0", "i1") for first in (0, 10, 20)]
+    for tag in ("i0", "i1"):
+        head_end = timing[tag, 0][1]
+        assert timing[tag, 10][0] >= head_end and timing[tag, 20][0] >= head_end
+        assert timing[tag, 10][0] < timing[tag, 20][1]  # the later windows run together
+    assert timing["i0", 0][0] < timing["i1", 0][1]  # items are not serialised against each other
+
+
+@pytest.mark.vllm
+async def test_without_first_window_every_window_starts_at_once(vllm_server, tmp_path):
+    items = [Item(QUESTION, f"{RESPONSE} (i2)", rubrics(25, "i2"))]
+    results, calls = await judge_with_trace(vllm_server, tmp_path, None, items)
+    assert len(results[0].labels) == 25
+    timing = spans(calls)
+    assert len(timing) == 3
+    assert max(start for start, _ in timing.values()) < min(end for _, end in timing.values())
+
+
+@pytest.mark.vllm
+async def test_a_failed_first_window_spares_the_others(vllm_server, tmp_path):
+    from rubric_pipeline.llm import LLMClient, LLMConfig
+    from verifier.judges import LLMJudge
+
+    trace = tmp_path / "trace.jsonl"
+    config = LLMConfig([vllm_server.base_url], "no-such-model", max_retries=0, trace_path=str(trace))
+    async with LLMClient(config) as client:
+        service = RewardService(LLMJudge(client, window=10), first_window=10)
+        (result,) = await service.judge_items([Item(QUESTION, RESPONSE, rubrics(25, "i3"))])
+    assert result.reward is None and result.labels is None and result.reason == "engine_error"
+    assert result.error.startswith("rubrics 1-10: ")
+    assert len(trace.read_text().splitlines()) == 1  # windows 2 and 3 were never sent
+
+
+def test_cpu_engines_get_small_kv_blocks():
+    command = VLLMEngine(EngineConfig(model="m", device="cpu")).command()
+    assert command[command.index("--block-size") + 1] == str(CPU_BLOCK_SIZE)
+    chosen = VLLMEngine(EngineConfig(model="m", device="cpu", block_size=128)).command()
+    assert chosen[chosen.index("--block-size") + 1] == "128"
