@@ -25,7 +25,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("verifier.demo", "run the whole toolkit on the embedded demo world"),
 }
 
-USER_ERRORS = (RecordError, ValueError, FileNotFoundError, KeyError)
+USER_ERRORS = (RecordError, ValueError, FileNotFoundError, KeyError, ImportError)
+# Runtime failures the toolkit reports in its own words (an engine that would not start, an LLM or search
+# server that kept failing): printed as one line too. Looked up only in modules already imported, since an
+# error class whose module never loaded cannot have been raised.
+REPORTED_RUNTIME_ERRORS = (
+    ("rubric_pipeline.llm", "LLMError"),
+    ("verifier.serve.engine", "EngineError"),
+    ("rubric_pipeline.retrieval.web", "WebSearchError"),
+)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    runtime = []
+    for module, name in REPORTED_RUNTIME_ERRORS:
+        if module in sys.modules:
+            runtime.append(getattr(sys.modules[module], name))
+    return USER_ERRORS + tuple(runtime)
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -55,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._module.run(args) or 0)
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if args.log_level == "DEBUG" or not isinstance(exc, user_error_types()):
+            raise  # a bug, or asked for the traceback
         print(f"rubric-verifier {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
