@@ -162,3 +162,27 @@ def test_reads_a_datasets_dir_and_skips_already_augmented_examples(tmp_path):
     assert second.counts["augment:punctuation"] == 2 * 4
     with pytest.raises(RecordError, match="no split 'dev'"):
         read_labelled_input(tmp_path / "a", "dev")
+
+
+def test_cli_bad_labelled_input_is_one_line_naming_line_and_field(
+    tmp_path, bad_labelled_file, one_line_error
+):
+    path, fragments = bad_labelled_file
+    one_line_error("augment", ["--input", str(path), "--output", str(tmp_path / "o")], path, fragments)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_folder_that_is_not_a_datasets_folder(tmp_path, not_a_datasets_folder, one_line_error):
+    path, fragments = not_a_datasets_folder
+    one_line_error("augment", ["--input", str(path), "--output", str(tmp_path / "o")], path, fragments)
+
+
+def test_datasets_dir_rows_are_checked_too(tmp_path):
+    from datasets import Dataset
+
+    from verifier.augment import read_labelled_input
+
+    rows = [EXAMPLES[1].to_dict() | {"labels": ["not_support", "nope", "not_support"]}]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(RecordError, match=r"record 'q1:b', field 'labels\[1\]': unknown label 'nope'"):
+        read_labelled_input(tmp_path / "ds")
