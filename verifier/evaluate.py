@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rubric_pipeline.config import add_config_arguments, build_config, option
-from rubric_pipeline.schema import LABELS, LabelledExample, RecordError, iter_jsonl
+from rubric_pipeline.schema import LABELS, LabelledExample
 from verifier.judge_runtime import JudgeOptions, open_judge
 from verifier.judges import Judgement, judge_all
 from verifier.metrics import classification_report, score_agreement
@@ -47,36 +47,13 @@ class EvalConfig(JudgeOptions):
 
 
 def load_labelled(path: str | Path) -> list[LabelledExample]:
-    """Read labelled examples from a datasets dir, a TREC/nuggetizer jsonl, or a LabelledExample jsonl."""
-    path = Path(path)
-    if path.is_dir():
-        from datasets import DatasetDict, load_from_disk
+    """Labelled examples from a LabelledExample jsonl, a TREC/nuggetizer jsonl, or a one-split datasets dir.
 
-        dataset = load_from_disk(str(path))
-        if isinstance(dataset, DatasetDict):
-            if len(dataset) != 1:
-                raise RecordError(path, 0, f"a DatasetDict with splits {list(dataset)}: pass one split's dir")
-            dataset = next(iter(dataset.values()))
-        return [_example(path, index, row) for index, row in enumerate(dataset)]
-    if not path.is_file():
-        raise FileNotFoundError(f"labelled data not found: {path}")
-    first = next(iter_jsonl(path), None)
-    if first is None:
-        raise RecordError(path, 0, "no records in file")
-    if "nuggets" in first[1] and "answer_text" in first[1]:
-        from rubric_pipeline.trec import read_trec_labelled
+    Every record is checked as ``augment`` checks it: a bad one is a RecordError naming line and field.
+    """
+    from verifier.augment import read_labelled_input
 
-        return read_trec_labelled(path)
-    return [_example(path, line, record) for line, record in iter_jsonl(path)]
-
-
-def _example(path: Path, where: int, record: dict[str, Any]) -> LabelledExample:
-    try:
-        return LabelledExample.from_dict(record)
-    except KeyError as exc:
-        raise RecordError(path, where, "missing required field", str(exc.args[0])) from None
-    except (TypeError, ValueError) as exc:
-        raise RecordError(path, where, str(exc)) from None
+    return read_labelled_input(path, split=None)
 
 
 # ---------------------------------------------------------------- metrics

@@ -154,6 +154,29 @@ def test_eval_cli_with_lexical_judge(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "macro-F1" in capsys.readouterr().out
 
 
+def test_eval_cli_bad_labelled_input_is_one_line(bad_labelled_file, one_line_error) -> None:
+    path, fragments = bad_labelled_file
+    one_line_error("eval", ["--judge", "lexical", "--data", str(path)], path, fragments)
+
+
+def test_eval_cli_names_a_folder_that_is_not_a_datasets_folder(not_a_datasets_folder, one_line_error) -> None:
+    path, fragments = not_a_datasets_folder
+    one_line_error("eval", ["--judge", "lexical", "--data", str(path)], path, fragments)
+
+
+def test_eval_reads_one_split_of_a_datasetdict_only(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    rows = [_example("a", [S, N]).to_dict()]
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "one"))
+    assert [e.labels for e in load_labelled(tmp_path / "one")] == [[S, N]]
+    DatasetDict({"train": Dataset.from_list(rows), "dev": Dataset.from_list(rows)}).save_to_disk(
+        str(tmp_path / "two")
+    )
+    with pytest.raises(RecordError, match=r"splits \['train', 'dev'\]: pass one split's dir"):
+        load_labelled(tmp_path / "two")
+
+
 @pytest.mark.vllm
 def test_eval_cli_with_the_served_llm_judge(tmp_path: Path, vllm_server) -> None:
     from verifier.cli import main
