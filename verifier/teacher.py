@@ -69,26 +69,44 @@ def _is_trec(path: Path, with_answers: bool = True) -> bool:
     return first is not None and "nuggets" in first[1] and (not with_answers or "answer_text" in first[1])
 
 
+RUBRIC_SETS_INPUT = "a RubricSet jsonl, a TREC nuggets jsonl or a `datasets` folder of rubric sets"
+
+
+def parse_rubric_set(record: dict[str, Any], source: Path, where: int | str) -> RubricSet:
+    """A :class:`RubricSet` from one record, every field checked; RecordError names the bad one."""
+    from verifier.augment import parse_rubrics
+
+    qid, question = (require(record, name, source, where) for name in ("qid", "question"))
+    queries = record.get("queries") or []
+    meta = record.get("meta") or {}
+    if not isinstance(queries, list) or not all(isinstance(query, str) for query in queries):
+        raise RecordError(source, where, "expected a list of strings", "queries")
+    if not isinstance(meta, dict):
+        raise RecordError(source, where, f"expected an object, got {type(meta).__name__}", "meta")
+    meta = {key: str(value) for key, value in meta.items() if value is not None}
+    return RubricSet(qid, question, queries, parse_rubrics(record, source, where), meta)
+
+
 def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
     """RubricSets by qid from a datasets dir, a RubricSet jsonl or a TREC nuggetizer jsonl."""
     path = Path(path)
     if path.is_dir():
-        from datasets import load_from_disk
+        from verifier.augment import load_saved_dataset
 
-        sets = [RubricSet.from_dict(row) for row in load_from_disk(str(path))]
+        rows = load_saved_dataset(path, RUBRIC_SETS_INPUT)
+        sets = [parse_rubric_set(row, path, row.get("qid") or f"row {i}") for i, row in enumerate(rows)]
     elif not path.is_file():
-        raise FileNotFoundError(f"rubric sets not found: {path}")
+        raise FileNotFoundError(f"{path}: no such file; expected {RUBRIC_SETS_INPUT}")
     elif _is_trec(path, with_answers=False):
         from rubric_pipeline.trec import read_trec_rubric_sets
 
         sets = read_trec_rubric_sets(path)
     else:
-        sets = []
-        for line, record in iter_jsonl(path):
-            try:
-                sets.append(RubricSet.from_dict(record))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise RecordError(path, line, f"not a RubricSet ({exc})") from None
+        sets = [parse_rubric_set(record, path, line) for line, record in iter_jsonl(path)]
+    if not sets:
+        raise RecordError(
+            path, None, f"no rubric sets (the file is empty or blank); expected {RUBRIC_SETS_INPUT}"
+        )
     by_qid: dict[str, RubricSet] = {}
     for rubric_set in sets:
         if rubric_set.qid in by_qid:
@@ -101,17 +119,22 @@ def load_responses(path: str | Path) -> list[tuple[str, str, str]]:
     """``(qid, response_id, response)`` from a plain jsonl or a TREC nuggetizer jsonl."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"responses not found: {path}")
+        problem = "is a folder" if path.is_dir() else "no such file"
+        raise FileNotFoundError(
+            f"{path}: {problem}; expected a {{qid, response_id, response}} jsonl or a TREC jsonl"
+        )
     if _is_trec(path):
         from rubric_pipeline.trec import read_trec_labelled
 
         return [(ex.qid, ex.response_id, ex.response) for ex in read_trec_labelled(path)]
     responses = []
     for line, record in iter_jsonl(path):
-        qid = require(record, "qid", path, line)
-        response_id = require(record, "response_id", path, line)
-        response = require(record, "response", path, line)
+        qid, response_id, response = (
+            require(record, name, path, line) for name in ("qid", "response_id", "response")
+        )
         responses.append((qid, response_id, response))
+    if not responses:
+        raise RecordError(path, None, "no responses (the file is empty or blank)")
     return responses
 
 
@@ -170,14 +193,20 @@ def collect_pending(
     return pending
 
 
-async def label_responses(config: LabelConfig, rubric_sets: dict[str, RubricSet], judge: Judge) -> dict:
-    """Judge every pending response, appending results as they finish; returns the run's counts."""
+async def label_responses(
+    config: LabelConfig,
+    rubric_sets: dict[str, RubricSet],
+    judge: Judge,
+    responses: list[tuple[str, str, str]] | None = None,
+) -> dict:
+    """Judge every pending response (those given plus any generated), appending results as they finish;
+    returns the run's counts."""
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     labelled_path, failures_path = out / LABELLED_FILE, out / FAILURES_FILE
     done = read_done(labelled_path)
     failures_path.write_text("", encoding="utf-8")  # failures are retried: only this run's stay listed
-    responses = load_responses(config.responses) if config.responses else []
+    responses = list(responses or [])
     if config.generate:
         responses += await _generate(config, rubric_sets, judge, done)
     pending = collect_pending(config, rubric_sets, responses, done)
@@ -237,16 +266,18 @@ def write_dataset(out: Path) -> int:
 async def run_label(config: LabelConfig) -> dict:
     if not config.output:
         raise ValueError("--output DIR is required")
+    if not config.responses and not config.generate:
+        raise ValueError("give --responses PATH and/or --generate N")
+    # every input is read and checked before a judge (maybe a vLLM engine) starts
+    responses = load_responses(config.responses) if config.responses else []
     if config.rubrics:
         rubric_sets = load_rubric_sets(config.rubrics)
     elif config.responses and _is_trec(Path(config.responses)):
         rubric_sets = load_rubric_sets(config.responses)  # a TREC file carries its own nuggets
     else:
         raise ValueError("--rubrics is required (unless --responses is a TREC jsonl)")
-    if not config.responses and not config.generate:
-        raise ValueError("give --responses PATH and/or --generate N")
     async with open_judge(config) as judge:
-        counts = await label_responses(config, rubric_sets, judge)
+        counts = await label_responses(config, rubric_sets, judge, responses)
     counts["dataset_rows"] = write_dataset(Path(config.output))
     return counts
 

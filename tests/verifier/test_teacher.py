@@ -145,3 +145,56 @@ def test_label_cli_generates_and_judges_with_the_served_model(inputs: Path, vllm
     assert all(len(row["labels"]) == len(row["rubrics"]) for row in rows)
     assert {row["label_source"] for row in rows} == {f"teacher:{vllm_server.model_name}"}
     assert json.loads((out / "dataset" / "dataset_info.json").read_text())["features"]["labels"]
+
+
+DEMO_GOLD = Path(__file__).parents[2] / "data" / "demo" / "gold.jsonl"  # not a rubric-set file
+BAD_RESPONSES = {
+    "empty": (b"", ("no responses", "empty")),
+    "missing": (b'{"qid": "q1", "response_id": "a"}\n', ("line 1", "field 'response'", "missing")),
+    "wrong_type": (
+        b'{"qid": "q1", "response_id": "a", "response": ["x"]}\n',
+        ("field 'response'", "got list"),
+    ),
+    "malformed": (b'{"qid": "q1", "response_id": "a", "response": "x"}\n\n{"qid"\n', ("line 3", "malformed")),
+    "not_utf8": ('{"qid": "q1", "response_id": "a", "response": "caf\xe9"}\n'.encode("latin-1"), ("line 1",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RESPONSES))
+def test_label_cli_names_the_bad_responses_file(inputs: Path, case: str, one_line_error) -> None:
+    """The responses are read first: a bad one is reported even when the rubrics file is bad too."""
+    content, fragments = BAD_RESPONSES[case]
+    (inputs / "responses.jsonl").write_bytes(content)
+    path = inputs / "responses.jsonl"
+    args = ["--judge", "lexical", "--responses", str(path), "--rubrics", str(DEMO_GOLD)]
+    one_line_error("label", [*args, "--output", str(inputs / "out")], path, fragments)
+
+
+BAD_RUBRIC_SETS = {
+    "empty": ("", ("no rubric sets", "empty")),
+    "rubrics_a_string": ('{"qid": "q1", "question": "Q?", "rubrics": "abc"}', ("field 'rubrics'", "got str")),
+    "missing_question": ('{"qid": "q1", "rubrics": ["a"]}', ("line 1", "field 'question'")),
+    "rubric_bad_importance": (
+        '{"qid": "q1", "question": "Q?", "rubrics": [{"text": "a", "importance": "high"}]}',
+        ("field 'rubrics[0].importance'", "unknown importance 'high'"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RUBRIC_SETS))
+def test_label_cli_names_the_bad_rubric_set(inputs: Path, case: str, one_line_error) -> None:
+    text, fragments = BAD_RUBRIC_SETS[case]
+    path = inputs / "bad_rubrics.jsonl"
+    path.write_text(text + "\n" if text else "", encoding="utf-8")
+    write_jsonl(inputs / "responses.jsonl", RESPONSES)
+    args = ["--judge", "lexical", "--responses", str(inputs / "responses.jsonl"), "--rubrics", str(path)]
+    one_line_error("label", [*args, "--output", str(inputs / "out")], path, fragments)
+
+
+def test_label_cli_names_a_folder_that_is_not_a_datasets_folder(
+    inputs: Path, not_a_datasets_folder, one_line_error
+) -> None:
+    path, fragments = not_a_datasets_folder
+    write_jsonl(inputs / "responses.jsonl", RESPONSES)
+    args = ["--judge", "lexical", "--responses", str(inputs / "responses.jsonl"), "--rubrics", str(path)]
+    one_line_error("label", [*args, "--output", str(inputs / "out")], path, fragments)
