@@ -89,3 +89,13 @@ def test_build_splits_eval_has_no_augmented_or_train_questions() -> None:
         build_splits(_examples(), WindowOptions(), eval_examples=_examples()[:3])
     with pytest.raises(ValueError, match="unknown output formats"):
         make_windows(_examples(), WindowOptions(output_formats=("json", "toml")))
+
+
+# one case: the command imports torch (seconds); every case runs through the same reader in test_augment.py
+@pytest.mark.parametrize("bad_labelled_file", ["unknown_label"], indirect=True)
+def test_train_sft_cli_names_bad_data_line_and_field(tmp_path, bad_labelled_file, one_line_error) -> None:
+    """`train sft --data` reads through read_labelled: a bad record fails before any model is loaded."""
+    path, fragments = bad_labelled_file
+    args = ["--model", str(tmp_path / "no-model"), "--output-dir", str(tmp_path / "run"), "--data", str(path)]
+    one_line_error("train sft", args, path, fragments)
+    assert not (tmp_path / "run").exists()
