@@ -234,19 +234,27 @@ def augment_examples(examples: Sequence[LabelledExample], config: AugmentConfig)
 _DATASET_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes (DatasetDict, Dataset)
 
 
-def load_saved_dataset(path: Path, expected: str) -> Any:
-    """A folder written by ``save_to_disk`` (Dataset or DatasetDict); any other folder is a RecordError."""
+def load_saved_dataset(path: Path, expected: str, split: str | None = None) -> Any:
+    """The Dataset in a folder written by ``save_to_disk``; of a DatasetDict, ``split`` (None: its only
+    split). Any other folder, or a missing split, is a RecordError naming the folder and what was expected."""
     if not any((path / marker).is_file() for marker in _DATASET_MARKERS):
         problem = "a folder, but not a `datasets` folder (no dataset_dict.json or state.json)"
         raise RecordError(path, None, f"{problem}; expected {expected}")
-    from datasets import load_from_disk
+    from datasets import DatasetDict, load_from_disk
 
     try:
-        return load_from_disk(str(path))
+        data = load_from_disk(str(path))
     except (OSError, ValueError) as exc:
         raise RecordError(
             path, None, f"cannot load this `datasets` folder ({exc}); expected {expected}"
         ) from None
+    if not isinstance(data, DatasetDict):
+        return data
+    if split is None and len(data) != 1:
+        raise RecordError(path, None, f"a DatasetDict with splits {list(data)}: pass one split's dir")
+    if split is not None and split not in data:
+        raise RecordError(path, split, f"no split {split!r}; splits: {list(data)}")
+    return data[split] if split is not None else next(iter(data.values()))
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], source: Path, where: int | str, name: str) -> Any:
@@ -320,15 +328,9 @@ def read_labelled_input(path: str | Path, split: str | None = "train") -> list[L
     """
     path = Path(path)
     if path.is_dir():
-        data = load_saved_dataset(path, LABELLED_INPUT)
-        if hasattr(data, "keys"):  # a DatasetDict
-            if split is None and len(data) != 1:
-                raise RecordError(path, None, f"a DatasetDict with splits {list(data)}: pass one split's dir")
-            if split is not None and split not in data:
-                raise RecordError(path, split, f"no split {split!r}; splits: {list(data)}")
-            data = data[split] if split is not None else next(iter(data.values()))
+        data = load_saved_dataset(path, LABELLED_INPUT, split)
         examples = [
-            parse_labelled(row, path, row.get("response_id") or f"row {index}")
+            parse_labelled(row, path, str(row.get("response_id") or f"row {index}"))
             for index, row in enumerate(data)
         ]
     elif not path.is_file():
@@ -341,7 +343,8 @@ def read_labelled_input(path: str | Path, split: str | None = "train") -> list[L
             return read_trec_labelled(path)
         examples = [parse_labelled(record, path, line) for line, record in iter_jsonl(path)]
     if not examples:
-        raise RecordError(path, None, "no labelled examples (the file is empty or blank)")
+        empty = "the dataset has no rows" if path.is_dir() else "the file is empty or blank"
+        raise RecordError(path, None, f"no labelled examples ({empty})")
     return examples
 
 

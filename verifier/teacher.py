@@ -94,7 +94,7 @@ def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
         from verifier.augment import load_saved_dataset
 
         rows = load_saved_dataset(path, RUBRIC_SETS_INPUT)
-        sets = [parse_rubric_set(row, path, row.get("qid") or f"row {i}") for i, row in enumerate(rows)]
+        sets = [parse_rubric_set(row, path, str(row.get("qid") or f"row {i}")) for i, row in enumerate(rows)]
     elif not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; expected {RUBRIC_SETS_INPUT}")
     elif _is_trec(path, with_answers=False):
@@ -104,9 +104,7 @@ def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
     else:
         sets = [parse_rubric_set(record, path, line) for line, record in iter_jsonl(path)]
     if not sets:
-        raise RecordError(
-            path, None, f"no rubric sets (the file is empty or blank); expected {RUBRIC_SETS_INPUT}"
-        )
+        raise RecordError(path, None, f"no rubric sets (empty or blank); expected {RUBRIC_SETS_INPUT}")
     by_qid: dict[str, RubricSet] = {}
     for rubric_set in sets:
         if rubric_set.qid in by_qid:

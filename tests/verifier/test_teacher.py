@@ -198,3 +198,20 @@ def test_label_cli_names_a_folder_that_is_not_a_datasets_folder(
     write_jsonl(inputs / "responses.jsonl", RESPONSES)
     args = ["--judge", "lexical", "--responses", str(inputs / "responses.jsonl"), "--rubrics", str(path)]
     one_line_error("label", [*args, "--output", str(inputs / "out")], path, fragments)
+
+
+def test_rubric_sets_from_a_datasetdict_need_one_split(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    from rubric_pipeline.schema import RecordError, rubric_set_features
+    from verifier.teacher import load_rubric_sets
+
+    rows = Dataset.from_list([rs.to_dict() for rs in RUBRIC_SETS], features=rubric_set_features())
+    DatasetDict({"train": rows}).save_to_disk(str(tmp_path / "one"))
+    loaded = load_rubric_sets(tmp_path / "one")
+    assert {qid: [r.text for r in rs.rubrics] for qid, rs in loaded.items()} == {
+        rs.qid: [r.text for r in rs.rubrics] for rs in RUBRIC_SETS
+    }
+    DatasetDict({"train": rows, "dev": rows}).save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(RecordError, match="splits \\['train', 'dev'\\]"):
+        load_rubric_sets(tmp_path / "two")
