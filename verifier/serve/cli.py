@@ -42,9 +42,11 @@ class ServeConfig:
     aggregation: str = option("weighted", help="default reward aggregation: weighted|all|vital|strict_*")
     window: int = option(10, help="rubrics per engine request (one window)")
     warm_prefix: bool = option(
-        True,
-        help="judge an item's first window alone, then its other windows at once, so they hit the prefix "
-        "cache on the shared instructions + question + response (costs one window of latency per item)",
+        False,
+        help="judge an item's first window alone, then its other windows, so they find the shared prefix "
+        "(instructions + question + response) cached; costs one window of latency per item. Off: vLLM's "
+        "scheduler already caches blocks when it schedules them, so windows sent together share the "
+        "prefix (bench/serving.py measures identical hit rates); for engines that cache only after compute",
     )
     max_items: int = option(256, help="items per request (413 above)")
     max_rubrics: int = option(256, help="rubrics per item (413 above)")

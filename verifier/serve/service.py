@@ -161,7 +161,8 @@ class RewardService:
     ):
         """``first_window=W``: an item with more than W rubrics is judged in two steps, its first W rubrics
         alone and then the rest (concurrently, inside the judge), so that the later windows find the
-        prefix they share with the first (instructions, question, response) in vLLM's prefix cache.
+        prefix they share with the first (instructions, question, response) cached even on an engine that
+        caches blocks only once computed (vLLM caches them when scheduled, so it gains nothing there).
         ``unjudgeable_reward``: what ``/get_reward`` answers in place of ``null`` (OpenRLHF batches rewards
         into a float tensor); the sample stays flagged in ``extra_logs`` and counted as unjudgeable."""
         from verifier.reward import Aggregation
