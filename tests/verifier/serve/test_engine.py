@@ -36,3 +36,32 @@ def test_relative_model_folder_is_made_absolute(tmp_path, monkeypatch):
     command = VLLMEngine(EngineConfig(model="m")).command()
     assert command[command.index("--model") + 1] == str(tmp_path / "m")
     assert command[command.index("--served-model-name") + 1] == "m"
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("flags\t\t: fpu sse2 avx avx2 fma", False),  # this project's CPU: bf16 matmuls are emulated
+        ("flags\t\t: fpu avx2 avx512f avx512_bf16", True),
+        ("Features\t: fp asimd bf16 i8mm", True),  # Arm
+    ],
+)
+def test_native_bf16_is_read_from_cpu_flags(tmp_path, flags, native):
+    from verifier.serve.engine import cpu_has_native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\n{flags}\n")
+    assert cpu_has_native_bf16(str(cpuinfo)) is native
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False
+
+
+def test_auto_dtype_is_float32_on_a_cpu_without_bf16(monkeypatch):
+    import verifier.serve.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: False)
+    command = VLLMEngine(EngineConfig(model="m", device="cpu")).command()
+    assert command[command.index("--dtype") + 1] == "float32"
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    assert VLLMEngine(EngineConfig(model="m", device="cpu")).dtype == "bfloat16"
+    assert VLLMEngine(EngineConfig(model="m", device="cpu", dtype="bfloat16")).dtype == "bfloat16"
+    assert VLLMEngine(EngineConfig(model="m", device="cuda")).dtype == "bfloat16"
