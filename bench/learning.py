@@ -150,6 +150,9 @@ def main() -> int:
     parser.add_argument(
         "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
     )
+    parser.add_argument(
+        "--stage1-model", default=None, help="reuse this merged stage 1 model (skip training it) for GRPO"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -210,10 +213,16 @@ def main() -> int:
 
     if not args.skip_zero_shot:
         record("zero_shot", args.model)
-    with_augmentation = stage1("with_augmentation")
+    if args.stage1_model:  # a cut-short run: go on from its stage 1 model
+        command = results["command"]
+        results = json.loads(out.read_text()) if out.exists() else results
+        results["command_resumed"] = command
+        stage1_dir = args.stage1_model
+    else:
+        stage1_dir = stage1("with_augmentation").model_dir
     if not args.skip_rl:
         rl_config = build_config(RLStageConfig, args.recipe, "rl", {"seed": args.seed})
-        rl_config = replace(rl_config, model=with_augmentation.model_dir, output_dir=str(work / "rl"))
+        rl_config = replace(rl_config, model=stage1_dir, output_dir=str(work / "rl"))
         if args.threads is not None:
             rl_config = replace(rl_config, num_threads=args.threads)
         # RL prompts: the stage 1 training prompts (train questions only), windows no larger than the RL cap
