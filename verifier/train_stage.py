@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -181,8 +182,6 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 
 def train_and_save(trainer, tokenizer, config: StageConfig) -> tuple[Path, float]:
     """Train (resuming if asked), then write the model; returns (model dir, training seconds)."""
-    import time
-
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resolve_resume(config.resume_from_checkpoint, config.output_dir))
     seconds = time.perf_counter() - started
