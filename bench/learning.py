@@ -94,7 +94,8 @@ def demo_data(args: argparse.Namespace, sft_config):
     from verifier.augment import AugmentConfig, augment_examples
     from verifier.train_data import build_splits, is_augmented, split_by_question
 
-    examples = make_responses(generate_world(seed=args.seed), seed=args.seed)
+    world = generate_world(seed=args.seed, n_questions=args.questions, n_documents=10 * args.questions)
+    examples = make_responses(world, seed=args.seed)
     augmented = augment_examples(
         examples, AugmentConfig(heldout_families=list(HELDOUT_FAMILIES), regroup_rounds=0, seed=args.seed)
     )
@@ -109,7 +110,7 @@ def demo_data(args: argparse.Namespace, sft_config):
     common = {
         "eval_examples": held_out,
         "max_train_windows": sft_config.max_train_windows,
-        "max_eval_windows": 0,
+        "max_eval_windows": args.eval_windows,
     }
     splits = {
         "with_augmentation": build_splits(
@@ -125,7 +126,11 @@ def trec_data(args: argparse.Namespace, sft_config):
 
     train = read_labelled(TREC_DIR / "dev.jsonl")
     test = read_labelled(TREC_DIR / "test.jsonl")
-    common = {"eval_examples": test, "max_train_windows": sft_config.max_train_windows, "max_eval_windows": 0}
+    common = {
+        "eval_examples": test,
+        "max_train_windows": sft_config.max_train_windows,
+        "max_eval_windows": args.eval_windows,
+    }
     return {"with_augmentation": build_splits(train, sft_config.window_options(), **common)}, test
 
 
@@ -146,6 +151,12 @@ def main() -> int:
     parser.add_argument(
         "--eval-keys-per-family", type=int, default=12, help="master-key eval examples per family (0: all)"
     )
+    parser.add_argument("--questions", type=int, default=40, help="demo world size (questions)")
+    parser.add_argument(
+        "--eval-windows", type=int, default=0, help="held-out prompts for the in-training eval (0: none)"
+    )
+    parser.add_argument("--eval-steps", type=int, default=0, help="in-training eval every N steps")
+    parser.add_argument("--warmup", type=float, default=None, help="override the recipe's SFT warm-up")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")
     parser.add_argument(
         "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
@@ -175,6 +186,10 @@ def main() -> int:
         sft_config = replace(sft_config, num_train_epochs=args.epochs)
     if args.threads is not None:
         sft_config = replace(sft_config, num_threads=args.threads)
+    if args.warmup is not None:
+        sft_config = replace(sft_config, warmup_steps=args.warmup)
+    # the in-training monitor: teacher-forced label accuracy on held-out prompts (one forward pass each)
+    sft_config = replace(sft_config, eval_mode="teacher_forced", eval_steps=args.eval_steps)
     if args.mode == "trec":
         sft_config = replace(sft_config, window_min=5, window_max=10, augment_rate=0.0, max_length=2048)
         splits, eval_examples = trec_data(args, sft_config)
@@ -203,23 +218,28 @@ def main() -> int:
             rewards = [entry["reward"] for entry in stage.log_history if "reward" in entry]
             if rewards:
                 results[name]["rewards"] = rewards
+            monitor = [
+                {"step": entry["step"], "accuracy": entry["eval_teacher_forced_label_accuracy"]}
+                for entry in stage.log_history
+                if "eval_teacher_forced_label_accuracy" in entry
+            ]
+            if monitor:
+                results[name]["teacher_forced_held_out"] = monitor
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     def stage1(name: str):
-        config = replace(sft_config, output_dir=str(work / f"sft-{name}"), eval_steps=0)
+        config = replace(sft_config, output_dir=str(work / f"sft-{name}"))
         stage = run_sft(config, splits=splits[name])
         record(f"sft_{name}", stage.model_dir, stage)
         return stage
 
+    if args.stage1_model and out.exists():  # a cut-short run: keep what it measured, go on from its model
+        command = results["command"]
+        results = json.loads(out.read_text())
+        results["command_resumed"] = command
     if not args.skip_zero_shot:
         record("zero_shot", args.model)
-    if args.stage1_model:  # a cut-short run: go on from its stage 1 model
-        command = results["command"]
-        results = json.loads(out.read_text()) if out.exists() else results
-        results["command_resumed"] = command
-        stage1_dir = args.stage1_model
-    else:
-        stage1_dir = stage1("with_augmentation").model_dir
+    stage1_dir = args.stage1_model or stage1("with_augmentation").model_dir
     if not args.skip_rl:
         rl_config = build_config(RLStageConfig, args.recipe, "rl", {"seed": args.seed})
         rl_config = replace(rl_config, model=stage1_dir, output_dir=str(work / "rl"))

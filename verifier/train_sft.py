@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rubric_pipeline.config import option
 from verifier.train_data import Window
@@ -36,6 +36,11 @@ class SFTStageConfig(StageConfig):
     weight_decay: float = option(0.0, help="AdamW weight decay")
     save_total_limit: int | None = option(2, help="checkpoints kept")
     eval_steps: int = option(0, help="label-agreement eval every N steps (0: only at the end)")
+    eval_mode: Literal["generate", "teacher_forced"] = option(
+        "generate",
+        help="generate: greedy label lists (slow on CPU); teacher_forced: one forward pass per prompt, "
+        "each label read from the logits after the gold labels before it",
+    )
     eval_max_new_tokens: int = option(64, help="tokens generated per eval prompt")
     eval_batch_size: int = option(8, help="prompts generated together in the agreement eval")
 
@@ -105,6 +110,77 @@ def label_agreement(model, tokenizer, windows: list[Window], max_new_tokens: int
     }
 
 
+def _label_spans(target: str, labels: list[str]) -> list[int] | None:
+    """Character offset of each label in the formatted target, in order (None if one is missing)."""
+    starts, cursor = [], 0
+    for label in labels:
+        found = target.find(label, cursor)
+        if found < 0:
+            return None
+        starts.append(found)
+        cursor = found + len(label)
+    return starts
+
+
+def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window], batch_size: int = 4):
+    """Share of rubric labels whose first token wins among the label vocabulary, given the gold prefix.
+
+    One forward pass per prompt (no generation), the LM head only at the label positions: a cheap
+    monitor of what greedy decoding would pick for each label when the labels before it are right.
+    Windows whose labels do not start on a token boundary are skipped and counted.
+    """
+    import torch
+
+    from rubric_pipeline.schema import Label
+    from verifier.completion_lm import _scale_logits, causal_lm_parts
+
+    labels = [label.value for label in Label]
+    first_token = {label: tokenizer.encode(label, add_special_tokens=False)[0] for label in labels}
+    candidates = torch.tensor([first_token[label] for label in labels])
+    decoder, lm_head, config = causal_lm_parts(model)
+    was_training = model.training
+    model.eval()
+    correct = total = skipped = 0
+    try:
+        for window in windows:
+            prompt = tokenizer.apply_chat_template(
+                window.messages(), tokenize=False, add_generation_prompt=True
+            )
+            target = window.target()
+            starts = _label_spans(target, window.labels)
+            encoded = tokenizer(
+                prompt + target, return_offsets_mapping=True, add_special_tokens=False, return_tensors="pt"
+            )
+            offsets = encoded.pop("offset_mapping")[0].tolist()
+            token_at = {start: index for index, (start, _end) in enumerate(offsets)}
+            positions = [token_at.get(len(prompt) + start) for start in starts or []]
+            ids = encoded["input_ids"][0]
+            if (
+                starts is None
+                or None in positions
+                or any(
+                    int(ids[p]) != first_token[label]
+                    for p, label in zip(positions, window.labels, strict=True)
+                )
+            ):
+                skipped += 1
+                continue
+            with torch.no_grad():
+                hidden = decoder(**encoded, use_cache=False).last_hidden_state[0]
+                logits = _scale_logits(lm_head(hidden[[p - 1 for p in positions]]), config)
+            predicted = logits[:, candidates].argmax(dim=-1).tolist()
+            gold = [labels.index(label) for label in window.labels]
+            correct += sum(p == g for p, g in zip(predicted, gold, strict=True))
+            total += len(gold)
+    finally:
+        model.train(was_training)
+    return {
+        "teacher_forced_label_accuracy": correct / total if total else 0.0,
+        "skipped_prompts": skipped,
+        "eval_prompts": len(windows),
+    }
+
+
 def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig, log_path: Path):
     from transformers import TrainerCallback
 
@@ -116,9 +192,12 @@ def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig
             self.steps_run = 0
 
         def _evaluate(self, state, model) -> None:
-            metrics = label_agreement(
-                model, tokenizer, windows, config.eval_max_new_tokens, config.eval_batch_size
-            )
+            if config.eval_mode == "teacher_forced":
+                metrics = teacher_forced_label_accuracy(model, tokenizer, windows)
+            else:
+                metrics = label_agreement(
+                    model, tokenizer, windows, config.eval_max_new_tokens, config.eval_batch_size
+                )
             metrics["step"] = state.global_step
             self.last = metrics
             state.log_history.append(
@@ -127,6 +206,10 @@ def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig
             with log_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(metrics) + "\n")
             logger.info("held-out label agreement at step %d: %s", state.global_step, metrics)
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if config.eval_steps and windows and state.global_step == 0:  # the starting point
+                self._evaluate(state, model)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             self.steps_run += 1

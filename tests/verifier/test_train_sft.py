@@ -124,3 +124,37 @@ async def test_merged_model_is_served_by_vllm_and_answers_the_contract(
         "partial_support",
         "not_support",
     }
+
+
+def test_teacher_forced_accuracy_matches_full_logits(tiny_model_dir: Path, labelled_path: Path) -> None:
+    """The cheap monitor picks, per label, the same answer as the full model's logits at that position."""
+    import torch
+
+    from rubric_pipeline.schema import Label
+    from verifier.train_data import WindowOptions, make_windows, read_labelled
+    from verifier.train_sft import teacher_forced_label_accuracy
+    from verifier.train_stage import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir), "float32")
+    windows = make_windows(read_labelled(labelled_path)[:6], WindowOptions(window_min=2, window_max=4))
+    result = teacher_forced_label_accuracy(model, tokenizer, windows)
+    assert result["eval_prompts"] == len(windows) and result["skipped_prompts"] == 0
+
+    labels = [label.value for label in Label]
+    first = [tokenizer.encode(label, add_special_tokens=False)[0] for label in labels]
+    correct = total = 0
+    for window in windows:  # reference: the full forward pass, every label located by its token
+        prompt = tokenizer.apply_chat_template(window.messages(), tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(prompt + window.target(), add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        target, positions, cursor = window.target(), [], 0
+        for label in window.labels:  # its first token follows the tokens of the text before it
+            cursor = target.index(label, cursor)
+            prefix = tokenizer(prompt + target[:cursor], add_special_tokens=False).input_ids
+            positions.append(len(prefix))
+            cursor += len(label)
+        for position, gold in zip(positions, window.labels, strict=True):
+            correct += labels[int(logits[position - 1, first].argmax())] == gold
+            total += 1
+    assert result["teacher_forced_label_accuracy"] == pytest.approx(correct / total)
