@@ -51,7 +51,7 @@ def load_labelled(path: str | Path) -> list[LabelledExample]:
 
     Every record is checked as ``augment`` checks it: a bad one is a RecordError naming line and field.
     """
-    from verifier.augment import read_labelled_input
+    from verifier.labelled_io import read_labelled_input
 
     return read_labelled_input(path, split=None)
 

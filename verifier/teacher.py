@@ -74,7 +74,7 @@ RUBRIC_SETS_INPUT = "a RubricSet jsonl, a TREC nuggets jsonl or a `datasets` fol
 
 def parse_rubric_set(record: dict[str, Any], source: Path, where: int | str) -> RubricSet:
     """A :class:`RubricSet` from one record, every field checked; RecordError names the bad one."""
-    from verifier.augment import parse_rubrics
+    from verifier.labelled_io import parse_rubrics
 
     qid, question = (require(record, name, source, where) for name in ("qid", "question"))
     queries = record.get("queries") or []
@@ -91,7 +91,7 @@ def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
     """RubricSets by qid from a datasets dir, a RubricSet jsonl or a TREC nuggetizer jsonl."""
     path = Path(path)
     if path.is_dir():
-        from verifier.augment import load_saved_dataset
+        from verifier.labelled_io import load_saved_dataset
 
         rows = load_saved_dataset(path, RUBRIC_SETS_INPUT)
         sets = [parse_rubric_set(row, path, str(row.get("qid") or f"row {i}")) for i, row in enumerate(rows)]

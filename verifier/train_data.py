@@ -83,7 +83,7 @@ class Window:
 
 def read_labelled(path: str | Path, split: str = "train") -> list[LabelledExample]:
     """Labelled examples from JSONL (ours or TREC) or a ``datasets`` dir, as ``augment`` reads them."""
-    from verifier.augment import read_labelled_input
+    from verifier.labelled_io import read_labelled_input
 
     return read_labelled_input(path, split)
 

@@ -138,7 +138,8 @@ def test_cli_writes_datasetdict_and_jsonl(tmp_path):
 
 
 def test_trec_dev_sample_counts(trec_dir, tmp_path):
-    from verifier.augment import augment, read_labelled_input
+    from verifier.augment import augment
+    from verifier.labelled_io import read_labelled_input
 
     real = read_labelled_input(trec_dir / "dev.jsonl")
     result = augment(AugmentConfig(input=str(trec_dir / "dev.jsonl"), output=str(tmp_path / "o"), seed=1))
@@ -151,7 +152,8 @@ def test_trec_dev_sample_counts(trec_dir, tmp_path):
 
 
 def test_reads_a_datasets_dir_and_skips_already_augmented_examples(tmp_path):
-    from verifier.augment import augment, read_labelled_input, write_splits
+    from verifier.augment import augment, write_splits
+    from verifier.labelled_io import read_labelled_input
 
     first = augment_examples(EXAMPLES, AugmentConfig(regroup_rounds=0))
     write_splits(tmp_path / "a", first, meta={})
@@ -180,7 +182,7 @@ def test_cli_folder_that_is_not_a_datasets_folder(tmp_path, not_a_datasets_folde
 def test_datasets_dir_rows_are_checked_too(tmp_path):
     from datasets import Dataset
 
-    from verifier.augment import read_labelled_input
+    from verifier.labelled_io import read_labelled_input
 
     rows = [EXAMPLES[1].to_dict() | {"labels": ["not_support", "nope", "not_support"]}]
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
