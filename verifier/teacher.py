@@ -87,6 +87,20 @@ def parse_rubric_set(record: dict[str, Any], source: Path, where: int | str) -> 
     return RubricSet(qid, question, queries, parse_rubrics(record, source, where), meta)
 
 
+def _reject_gold_nuggets(path: Path) -> None:
+    """Reference nuggets (``{qid, nuggets: [str]}``, the demo world's gold.jsonl) are not a rubric set."""
+    line, first = next(iter_jsonl(path))
+    nuggets = first.get("nuggets")
+    if isinstance(nuggets, list) and nuggets and isinstance(nuggets[0], str):
+        raise RecordError(
+            path,
+            line,
+            "plain-string reference nuggets (such as the demo world's gold.jsonl), not rubric sets; "
+            f"expected {RUBRIC_SETS_INPUT} (`rubric-verifier build` writes one)",
+            "nuggets",
+        )
+
+
 def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
     """RubricSets by qid from a datasets dir, a RubricSet jsonl or a TREC nuggetizer jsonl."""
     path = Path(path)
@@ -99,6 +113,8 @@ def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
         raise FileNotFoundError(f"{path}: no such file; expected {RUBRIC_SETS_INPUT}")
     elif _is_trec(path, with_answers=False):
         from rubric_pipeline.trec import read_trec_rubric_sets
+
+        _reject_gold_nuggets(path)
 
         sets = read_trec_rubric_sets(path)
     else:

@@ -215,3 +215,13 @@ def test_rubric_sets_from_a_datasetdict_need_one_split(tmp_path: Path) -> None:
     DatasetDict({"train": rows, "dev": rows}).save_to_disk(str(tmp_path / "two"))
     with pytest.raises(RecordError, match="splits \\['train', 'dev'\\]"):
         load_rubric_sets(tmp_path / "two")
+
+
+def test_reference_nuggets_are_named_as_not_rubric_sets(tmp_path: Path) -> None:
+    from rubric_pipeline.schema import RecordError
+    from verifier.teacher import load_rubric_sets
+
+    gold = tmp_path / "gold.jsonl"  # the demo world's gold.jsonl shape
+    write_jsonl(gold, [{"qid": "q1", "nuggets": ["A fact.", "Another fact."], "passages": ["d1"]}])
+    with pytest.raises(RecordError, match="plain-string reference nuggets .*build"):
+        load_rubric_sets(gold)
