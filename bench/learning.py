@@ -164,6 +164,8 @@ def main() -> int:
     parser.add_argument(
         "--stage1-model", default=None, help="reuse this merged stage 1 model (skip training it) for GRPO"
     )
+    parser.add_argument("--rl-steps", type=int, default=None, help="override the recipe's GRPO max_steps")
+    parser.add_argument("--rl-learning-rate", type=float, default=None, help="override the recipe's GRPO lr")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -245,6 +247,10 @@ def main() -> int:
         rl_config = replace(rl_config, model=stage1_dir, output_dir=str(work / "rl"))
         if args.threads is not None:
             rl_config = replace(rl_config, num_threads=args.threads)
+        if args.rl_steps is not None:
+            rl_config = replace(rl_config, max_steps=args.rl_steps)
+        if args.rl_learning_rate is not None:
+            rl_config = replace(rl_config, learning_rate=args.rl_learning_rate)
         # RL prompts: the stage 1 training prompts (train questions only), windows no larger than the RL cap
         rl_windows = [w for w in splits["with_augmentation"].train if len(w.labels) <= rl_config.window_max]
         rl_split = TrainingSplits(train=rl_windows[: rl_config.max_train_windows or None], eval=[])
