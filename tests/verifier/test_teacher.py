@@ -223,5 +223,5 @@ def test_reference_nuggets_are_named_as_not_rubric_sets(tmp_path: Path) -> None:
 
     gold = tmp_path / "gold.jsonl"  # the demo world's gold.jsonl shape
     write_jsonl(gold, [{"qid": "q1", "nuggets": ["A fact.", "Another fact."], "passages": ["d1"]}])
-    with pytest.raises(RecordError, match="plain-string reference nuggets .*build"):
+    with pytest.raises(RecordError, match=r"plain-string reference nuggets .*build"):
         load_rubric_sets(gold)
