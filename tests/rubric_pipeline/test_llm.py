@@ -236,8 +236,9 @@ async def test_unknown_model_is_a_400_without_retry(vllm_server) -> None:
 
 
 async def requests_running(url: str) -> float:
-    """vLLM's own gauge of requests being generated, from /metrics."""
-    async with httpx.AsyncClient(timeout=5.0) as http:
+    """vLLM's own gauge of requests being generated, from /metrics (a generous timeout: a loaded CPU
+    engine busy with 16 long generations can take seconds to accept a connection)."""
+    async with httpx.AsyncClient(timeout=30.0) as http:
         text = (await http.get(f"{url}/metrics")).text
     gauge = re.search(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)$", text, re.MULTILINE)
     return float(gauge.group(1)) if gauge else 0.0
