@@ -36,7 +36,6 @@ logger = logging.getLogger("bench.learning")
 def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concurrency: int = 16) -> dict:
     """Serve ``model_dir`` with vLLM, judge ``examples`` through the served contract, build the report."""
     from rubric_pipeline.llm import LLMClient, LLMConfig
-    from verifier.evaluate import build_report
     from verifier.judges import LLMJudge, judge_all
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
@@ -53,6 +52,25 @@ def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concu
     )
     with VLLMEngine(engine_config) as engine:
         judgements, wall_s = asyncio.run(judge_all_examples(engine))
+    return summarise(examples, judgements, name, wall_s)
+
+
+def judge_lexical(train_examples: list, examples: list) -> dict:
+    """The lexical-overlap baseline judge, thresholds fitted on the training questions' responses."""
+    from verifier.baselines import LexicalJudge
+    from verifier.judges import judge_all
+    from verifier.train_data import is_augmented
+
+    judge = LexicalJudge().fit([example for example in train_examples if not is_augmented(example)])
+    start = time.perf_counter()
+    judgements = asyncio.run(judge_all(judge, examples, progress=False))
+    return summarise(examples, judgements, "lexical", time.perf_counter() - start)
+
+
+def summarise(examples: list, judgements: list, name: str, wall_s: float) -> dict:
+    """The evaluation report plus the figures the bench table shows."""
+    from verifier.evaluate import build_report
+
     report = build_report(examples, judgements, judge=name, wall_s=wall_s, heldout_families=HELDOUT_FAMILIES)
     labels = report["labels"]
     judged_rubrics = labels["n"]
@@ -89,7 +107,7 @@ def sample_per_family(examples: list, per_family: int, seed: int) -> list:
 
 
 def demo_data(args: argparse.Namespace, sft_config):
-    """Labelled demo examples + augmentation, split by question; returns (splits by name, eval examples)."""
+    """Demo examples + augmentation, split by question: (splits by name, eval examples, train pool)."""
     from rubric_pipeline.demo_world import generate_world, make_responses
     from verifier.augment import AugmentConfig, augment_examples
     from verifier.train_data import build_splits, is_augmented, split_by_question
@@ -118,7 +136,7 @@ def demo_data(args: argparse.Namespace, sft_config):
         ),
         "without_augmentation": build_splits(train_pool, options, augment_rate=0.0, **common),
     }
-    return splits, eval_real + eval_keys + heldout_keys
+    return splits, eval_real + eval_keys + heldout_keys, train_pool
 
 
 def trec_data(args: argparse.Namespace, sft_config):
@@ -131,7 +149,7 @@ def trec_data(args: argparse.Namespace, sft_config):
         "max_train_windows": sft_config.max_train_windows,
         "max_eval_windows": args.eval_windows,
     }
-    return {"with_augmentation": build_splits(train, sft_config.window_options(), **common)}, test
+    return {"with_augmentation": build_splits(train, sft_config.window_options(), **common)}, test, train
 
 
 def main() -> int:
@@ -166,6 +184,9 @@ def main() -> int:
     )
     parser.add_argument("--rl-steps", type=int, default=None, help="override the recipe's GRPO max_steps")
     parser.add_argument("--rl-learning-rate", type=float, default=None, help="override the recipe's GRPO lr")
+    parser.add_argument(
+        "--baselines-only", action="store_true", help="add the lexical baseline to the results file and stop"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -194,9 +215,9 @@ def main() -> int:
     sft_config = replace(sft_config, eval_mode="teacher_forced", eval_steps=args.eval_steps)
     if args.mode == "trec":
         sft_config = replace(sft_config, window_min=5, window_max=10, augment_rate=0.0, max_length=2048)
-        splits, eval_examples = trec_data(args, sft_config)
+        splits, eval_examples, train_examples = trec_data(args, sft_config)
     else:
-        splits, eval_examples = demo_data(args, sft_config)
+        splits, eval_examples, train_examples = demo_data(args, sft_config)
     if args.skip_no_augment:
         splits.pop("without_augmentation", None)
 
@@ -235,10 +256,14 @@ def main() -> int:
         record(f"sft_{name}", stage.model_dir, stage)
         return stage
 
-    if args.stage1_model and out.exists():  # a cut-short run: keep what it measured, go on from its model
+    if (args.baselines_only or args.stage1_model) and out.exists():  # add to what an earlier run measured
         command = results["command"]
         results = json.loads(out.read_text())
         results["command_resumed"] = command
+    results["lexical"] = judge_lexical(train_examples, eval_examples)  # seconds: no model
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if args.baselines_only:
+        return 0
     if not args.skip_zero_shot:
         record("zero_shot", args.model)
     stage1_dir = args.stage1_model or stage1("with_augmentation").model_dir
