@@ -258,8 +258,10 @@ def main() -> int:
 
     if (args.baselines_only or args.stage1_model) and out.exists():  # add to what an earlier run measured
         command = results["command"]
+        data = results["data"]
         results = json.loads(out.read_text())
         results["command_resumed"] = command
+        results["data"] = results.get("data", {}) | data
     results["lexical"] = judge_lexical(train_examples, eval_examples)  # seconds: no model
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.baselines_only:
