@@ -242,7 +242,11 @@ def main() -> int:
             if rewards:
                 results[name]["rewards"] = rewards
             monitor = [
-                {"step": entry["step"], "accuracy": entry["eval_teacher_forced_label_accuracy"]}
+                {
+                    "step": entry["step"],
+                    "accuracy": entry["eval_teacher_forced_label_accuracy"],
+                    "skipped_prompts": entry["eval_skipped_prompts"],
+                }
                 for entry in stage.log_history
                 if "eval_teacher_forced_label_accuracy" in entry
             ]

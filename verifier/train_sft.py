@@ -122,12 +122,25 @@ def _label_spans(target: str, labels: list[str]) -> list[int] | None:
     return starts
 
 
-def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window], batch_size: int = 4):
+def _first_label_tokens(tokenizer, labels: list[str]) -> dict[str, dict[str, int]]:
+    """First token id of each label, bare (``"support``) and after a space (``- support``)."""
+    first = {
+        prefix: {label: tokenizer.encode(prefix + label, add_special_tokens=False)[0] for label in labels}
+        for prefix in ("", " ")
+    }
+    for prefix, ids in first.items():
+        if len(set(ids.values())) != len(labels):
+            raise ValueError(f"labels share a first token after {prefix!r}: {ids}; use eval_mode generate")
+    return first
+
+
+def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> dict[str, Any]:
     """Share of rubric labels whose first token wins among the label vocabulary, given the gold prefix.
 
-    One forward pass per prompt (no generation), the LM head only at the label positions: a cheap
-    monitor of what greedy decoding would pick for each label when the labels before it are right.
-    Windows whose labels do not start on a token boundary are skipped and counted.
+    One forward pass per prompt over the conversation as training renders it (no generation; the LM head
+    only at the label positions): a cheap monitor of what greedy decoding would pick for each label when
+    the labels before it are right. Windows whose labels do not start on a token boundary are skipped
+    and counted; with none left the accuracy is None, not 0.
     """
     import torch
 
@@ -135,47 +148,48 @@ def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window], batch
     from verifier.completion_lm import _scale_logits, causal_lm_parts
 
     labels = [label.value for label in Label]
-    first_token = {label: tokenizer.encode(label, add_special_tokens=False)[0] for label in labels}
-    candidates = torch.tensor([first_token[label] for label in labels])
+    first = _first_label_tokens(tokenizer, labels)
     decoder, lm_head, config = causal_lm_parts(model)
     was_training = model.training
     model.eval()
     correct = total = skipped = 0
     try:
         for window in windows:
-            prompt = tokenizer.apply_chat_template(
-                window.messages(), tokenize=False, add_generation_prompt=True
-            )
             target = window.target()
-            starts = _label_spans(target, window.labels)
-            encoded = tokenizer(
-                prompt + target, return_offsets_mapping=True, add_special_tokens=False, return_tensors="pt"
-            )
-            offsets = encoded.pop("offset_mapping")[0].tolist()
-            token_at = {start: index for index, (start, _end) in enumerate(offsets)}
-            positions = [token_at.get(len(prompt) + start) for start in starts or []]
-            ids = encoded["input_ids"][0]
-            if (
-                starts is None
-                or None in positions
-                or any(
-                    int(ids[p]) != first_token[label]
-                    for p, label in zip(positions, window.labels, strict=True)
-                )
-            ):
+            conversation = [*window.messages(), {"role": "assistant", "content": target}]
+            text = tokenizer.apply_chat_template(conversation, tokenize=False)
+            spans = _label_spans(target, window.labels)
+            located = None if spans is None or target not in text else []
+            if located is not None:
+                base = text.rindex(target)
+                encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+                ids = encoded["input_ids"]
+                token_at = {start: index for index, (start, _end) in enumerate(encoded["offset_mapping"])}
+                for start, label in zip(spans, window.labels, strict=True):
+                    index, prefix = token_at.get(base + start), ""
+                    if (index is None or ids[index] != first[""][label]) and text[base + start - 1] == " ":
+                        index, prefix = token_at.get(base + start - 1), " "
+                    if index is None or ids[index] != first[prefix][label]:
+                        located = None
+                        break
+                    located.append((index, prefix))
+            if not located:
                 skipped += 1
                 continue
+            input_ids = torch.tensor([ids], device=model.device)
             with torch.no_grad():
-                hidden = decoder(**encoded, use_cache=False).last_hidden_state[0]
-                logits = _scale_logits(lm_head(hidden[[p - 1 for p in positions]]), config)
-            predicted = logits[:, candidates].argmax(dim=-1).tolist()
-            gold = [labels.index(label) for label in window.labels]
-            correct += sum(p == g for p, g in zip(predicted, gold, strict=True))
-            total += len(gold)
+                hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[0]
+                logits = _scale_logits(lm_head(hidden[[index - 1 for index, _ in located]]), config)
+            for row, (_index, prefix), gold in zip(logits, located, window.labels, strict=True):
+                candidates = [first[prefix][label] for label in labels]
+                correct += labels[int(row[candidates].argmax())] == gold
+                total += 1
     finally:
         model.train(was_training)
+    if total == 0:
+        logger.warning("teacher-forced eval: no label located in %d prompts", len(windows))
     return {
-        "teacher_forced_label_accuracy": correct / total if total else 0.0,
+        "teacher_forced_label_accuracy": correct / total if total else None,
         "skipped_prompts": skipped,
         "eval_prompts": len(windows),
     }

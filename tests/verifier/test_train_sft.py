@@ -126,8 +126,12 @@ async def test_merged_model_is_served_by_vllm_and_answers_the_contract(
     }
 
 
-def test_teacher_forced_accuracy_matches_full_logits(tiny_model_dir: Path, labelled_path: Path) -> None:
-    """The cheap monitor picks, per label, the same answer as the full model's logits at that position."""
+@pytest.mark.parametrize("output_format", ["json", "yaml", "csv", "numbered", "comma", "xml"])
+def test_teacher_forced_accuracy_matches_full_logits(
+    tiny_model_dir: Path, labelled_path: Path, output_format: str
+) -> None:
+    """The cheap monitor picks, per label, the same answer as the full model's logits at that position,
+    in formats where labels open a token (json, xml, csv) and where they follow a space (yaml, comma)."""
     import torch
 
     from rubric_pipeline.schema import Label
@@ -136,25 +140,37 @@ def test_teacher_forced_accuracy_matches_full_logits(tiny_model_dir: Path, label
     from verifier.train_stage import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir), "float32")
-    windows = make_windows(read_labelled(labelled_path)[:6], WindowOptions(window_min=2, window_max=4))
+    options = WindowOptions(window_min=2, window_max=4, output_formats=(output_format,))
+    windows = make_windows(read_labelled(labelled_path)[:4], options)
     result = teacher_forced_label_accuracy(model, tokenizer, windows)
     assert result["eval_prompts"] == len(windows) and result["skipped_prompts"] == 0
 
     labels = [label.value for label in Label]
-    first = [tokenizer.encode(label, add_special_tokens=False)[0] for label in labels]
     correct = total = 0
-    for window in windows:  # reference: the full forward pass, every label located by its token
-        prompt = tokenizer.apply_chat_template(window.messages(), tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(prompt + window.target(), add_special_tokens=False, return_tensors="pt").input_ids
+    for (
+        window
+    ) in windows:  # reference: the full model forward, each label found by tokenizing what precedes it
+        target = window.target()
+        conversation = [*window.messages(), {"role": "assistant", "content": target}]
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+        base = text.rindex(target)
+        ids = tokenizer(text, add_special_tokens=False).input_ids
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0]
-        target, positions, cursor = window.target(), [], 0
-        for label in window.labels:  # its first token follows the tokens of the text before it
-            cursor = target.index(label, cursor)
-            prefix = tokenizer(prompt + target[:cursor], add_special_tokens=False).input_ids
-            positions.append(len(prefix))
-            cursor += len(label)
-        for position, gold in zip(positions, window.labels, strict=True):
-            correct += labels[int(logits[position - 1, first].argmax())] == gold
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+        cursor = 0
+        for gold in window.labels:
+            cursor = target.index(gold, cursor)
+            for prefix in ("", " "):
+                before = text[: base + cursor - len(prefix)]
+                position = len(tokenizer(before, add_special_tokens=False).input_ids)
+                candidates = [
+                    tokenizer.encode(prefix + label, add_special_tokens=False)[0] for label in labels
+                ]
+                if ids[position] == candidates[labels.index(gold)]:
+                    break
+            else:
+                pytest.fail(f"label {gold!r} not found on a token boundary in {output_format}")
+            correct += labels[int(logits[position - 1, candidates].argmax())] == gold
             total += 1
+            cursor += len(gold)
     assert result["teacher_forced_label_accuracy"] == pytest.approx(correct / total)
