@@ -52,5 +52,8 @@ def run(args: argparse.Namespace) -> int:
         f"{args.stage}: {result.global_step} steps in {result.train_seconds:.1f}s; model: {result.model_dir}"
     )
     if result.agreement:
-        print(f"held-out label agreement: {result.agreement['label_agreement']:.3f} ({result.agreement})")
+        for key in ("label_agreement", "teacher_forced_label_accuracy"):
+            value = result.agreement.get(key)
+            if value is not None:
+                print(f"held-out {key.replace('_', ' ')}: {value:.3f} ({result.agreement})")
     return 0

@@ -174,3 +174,36 @@ def test_teacher_forced_accuracy_matches_full_logits(
             total += 1
             cursor += len(gold)
     assert result["teacher_forced_label_accuracy"] == pytest.approx(correct / total)
+
+
+@pytest.mark.parametrize("eval_mode", ["generate", "teacher_forced"])
+def test_train_sft_command_reports_the_held_out_eval(
+    tiny_model_dir: Path,
+    labelled_path: Path,
+    tmp_path: Path,
+    eval_mode: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`rubric-verifier train sft` runs and prints the held-out figure of either eval mode."""
+    from verifier.cli import main
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny-cpu.yaml"
+    argv = [
+        "train",
+        "sft",
+        "--recipe",
+        str(recipe),
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(labelled_path),
+    ]
+    argv += ["--output-dir", str(tmp_path / "sft"), "--max-steps", "1", "--eval-mode", eval_mode]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    expected = (
+        "held-out label agreement" if eval_mode == "generate" else "held-out teacher forced label accuracy"
+    )
+    assert expected in printed, printed
+    lines = (tmp_path / "sft" / "agreement.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["step"] == 1
