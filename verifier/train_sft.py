@@ -134,6 +134,30 @@ def _first_label_tokens(tokenizer, labels: list[str]) -> dict[str, dict[str, int
     return first
 
 
+def _locate_labels(tokenizer, window: Window, first: dict[str, dict[str, int]]):
+    """Token ids of the conversation as training renders it, and (token index, prefix) of each label's
+    first token; ``None`` for the labels when one does not start on a token boundary."""
+    target = window.target()
+    conversation = [*window.messages(), {"role": "assistant", "content": target}]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids = encoded["input_ids"]
+    spans = _label_spans(target, window.labels)
+    if spans is None or target not in text:
+        return ids, None
+    base = text.rindex(target)
+    token_at = {start: index for index, (start, _end) in enumerate(encoded["offset_mapping"])}
+    located = []
+    for start, label in zip(spans, window.labels, strict=True):
+        index, prefix = token_at.get(base + start), ""
+        if (index is None or ids[index] != first[""][label]) and text[base + start - 1] == " ":
+            index, prefix = token_at.get(base + start - 1), " "
+        if index is None or ids[index] != first[prefix][label]:
+            return ids, None
+        located.append((index, prefix))
+    return ids, located
+
+
 def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> dict[str, Any]:
     """Share of rubric labels whose first token wins among the label vocabulary, given the gold prefix.
 
@@ -155,24 +179,7 @@ def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> di
     correct = total = skipped = 0
     try:
         for window in windows:
-            target = window.target()
-            conversation = [*window.messages(), {"role": "assistant", "content": target}]
-            text = tokenizer.apply_chat_template(conversation, tokenize=False)
-            spans = _label_spans(target, window.labels)
-            located = None if spans is None or target not in text else []
-            if located is not None:
-                base = text.rindex(target)
-                encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-                ids = encoded["input_ids"]
-                token_at = {start: index for index, (start, _end) in enumerate(encoded["offset_mapping"])}
-                for start, label in zip(spans, window.labels, strict=True):
-                    index, prefix = token_at.get(base + start), ""
-                    if (index is None or ids[index] != first[""][label]) and text[base + start - 1] == " ":
-                        index, prefix = token_at.get(base + start - 1), " "
-                    if index is None or ids[index] != first[prefix][label]:
-                        located = None
-                        break
-                    located.append((index, prefix))
+            ids, located = _locate_labels(tokenizer, window, first)
             if not located:
                 skipped += 1
                 continue
