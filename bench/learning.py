@@ -175,6 +175,9 @@ def main() -> int:
     )
     parser.add_argument("--eval-steps", type=int, default=0, help="in-training eval every N steps")
     parser.add_argument("--warmup", type=float, default=None, help="override the recipe's SFT warm-up")
+    parser.add_argument(
+        "--lr-scheduler", default=None, help="override the SFT schedule (linear, constant...)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")
     parser.add_argument(
         "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
@@ -211,6 +214,8 @@ def main() -> int:
         sft_config = replace(sft_config, num_threads=args.threads)
     if args.warmup is not None:
         sft_config = replace(sft_config, warmup_steps=args.warmup)
+    if args.lr_scheduler is not None:
+        sft_config = replace(sft_config, lr_scheduler_type=args.lr_scheduler)
     # the in-training monitor: teacher-forced label accuracy on held-out prompts (one forward pass each)
     sft_config = replace(sft_config, eval_mode="teacher_forced", eval_steps=args.eval_steps)
     if args.mode == "trec":
