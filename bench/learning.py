@@ -204,18 +204,15 @@ def main() -> int:
     work = Path(args.work_dir) / args.mode
     work.mkdir(parents=True, exist_ok=True)
     sft_config = build_config(SFTStageConfig, args.recipe, "sft", {"model": args.model, "seed": args.seed})
-    if args.max_train_windows is not None:
-        sft_config = replace(sft_config, max_train_windows=args.max_train_windows)
-    if args.learning_rate is not None:
-        sft_config = replace(sft_config, learning_rate=args.learning_rate)
-    if args.epochs is not None:
-        sft_config = replace(sft_config, num_train_epochs=args.epochs)
-    if args.threads is not None:
-        sft_config = replace(sft_config, num_threads=args.threads)
-    if args.warmup is not None:
-        sft_config = replace(sft_config, warmup_steps=args.warmup)
-    if args.lr_scheduler is not None:
-        sft_config = replace(sft_config, lr_scheduler_type=args.lr_scheduler)
+    overrides = {  # flags given on the command line beat the recipe's sft section
+        "max_train_windows": args.max_train_windows,
+        "learning_rate": args.learning_rate,
+        "num_train_epochs": args.epochs,
+        "num_threads": args.threads,
+        "warmup_steps": args.warmup,
+        "lr_scheduler_type": args.lr_scheduler,
+    }
+    sft_config = replace(sft_config, **{key: value for key, value in overrides.items() if value is not None})
     # the in-training monitor: teacher-forced label accuracy on held-out prompts (one forward pass each)
     sft_config = replace(sft_config, eval_mode="teacher_forced", eval_steps=args.eval_steps)
     if args.mode == "trec":

@@ -140,11 +140,11 @@ def _locate_labels(tokenizer, window: Window, first: dict[str, dict[str, int]]):
     target = window.target()
     conversation = [*window.messages(), {"role": "assistant", "content": target}]
     text = tokenizer.apply_chat_template(conversation, tokenize=False)
-    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    ids = encoded["input_ids"]
     spans = _label_spans(target, window.labels)
     if spans is None or target not in text:
-        return ids, None
+        return [], None  # not tokenized: the caller skips this window
+    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids = encoded["input_ids"]
     base = text.rindex(target)
     token_at = {start: index for index, (start, _end) in enumerate(encoded["offset_mapping"])}
     located = []
