@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from rubric_pipeline.llm import LLMClient, LLMConfig
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from verifier.serve.engine import EngineConfig, VLLMEngine
 
 REPO = Path(__file__).resolve().parents[1]

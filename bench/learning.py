@@ -1,7 +1,7 @@
 """Does the verifier learn? Label agreement on held-out questions before/after SFT and after GRPO.
 
 Demo mode (default): the demo world's responses carry their true labels (the teacher here), master-key
-negatives come from ``verifier.augment`` with the ``multilingual`` family held out. Questions are split
+negatives come from ``verifier.data.augment`` with the ``multilingual`` family held out. Questions are split
 once; every model is served by the real vLLM engine and judged through the served contract (structured
 outputs), on the held-out questions only:
 
@@ -35,8 +35,8 @@ logger = logging.getLogger("bench.learning")
 
 def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concurrency: int = 16) -> dict:
     """Serve ``model_dir`` with vLLM, judge ``examples`` through the served contract, build the report."""
-    from rubric_pipeline.llm import LLMClient, LLMConfig
-    from verifier.judges import LLMJudge, judge_all
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge, judge_all
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
     async def judge_all_examples(engine: VLLMEngine) -> tuple[list, float]:
@@ -57,9 +57,9 @@ def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concu
 
 def judge_lexical(train_examples: list, examples: list) -> dict:
     """The lexical-overlap baseline judge, thresholds fitted on the training questions' responses."""
-    from verifier.baselines import LexicalJudge
-    from verifier.judges import judge_all
-    from verifier.train_data import is_augmented
+    from verifier.judge.baselines import LexicalJudge
+    from verifier.judge.judges import judge_all
+    from verifier.train.data import is_augmented
 
     judge = LexicalJudge().fit([example for example in train_examples if not is_augmented(example)])
     start = time.perf_counter()
@@ -69,7 +69,7 @@ def judge_lexical(train_examples: list, examples: list) -> dict:
 
 def summarise(examples: list, judgements: list, name: str, wall_s: float) -> dict:
     """The evaluation report plus the figures the bench table shows."""
-    from verifier.evaluate import build_report
+    from verifier.eval.evaluate import build_report
 
     report = build_report(examples, judgements, judge=name, wall_s=wall_s, heldout_families=HELDOUT_FAMILIES)
     labels = report["labels"]
@@ -91,7 +91,7 @@ def sample_per_family(examples: list, per_family: int, seed: int) -> list:
     """At most ``per_family`` master-key examples of each family (all when ``per_family`` <= 0)."""
     import random
 
-    from verifier.evaluate import augment_family
+    from verifier.eval.evaluate import augment_family
 
     if per_family <= 0:
         return examples
@@ -109,8 +109,8 @@ def sample_per_family(examples: list, per_family: int, seed: int) -> list:
 def demo_data(args: argparse.Namespace, sft_config):
     """Demo examples + augmentation, split by question: (splits by name, eval examples, train pool)."""
     from rubric_pipeline.demo_world import generate_world, make_responses
-    from verifier.augment import AugmentConfig, augment_examples
-    from verifier.train_data import build_splits, is_augmented, split_by_question
+    from verifier.data.augment import AugmentConfig, augment_examples
+    from verifier.train.data import build_splits, is_augmented, split_by_question
 
     world = generate_world(seed=args.seed, n_questions=args.questions, n_documents=10 * args.questions)
     examples = make_responses(world, seed=args.seed)
@@ -140,7 +140,7 @@ def demo_data(args: argparse.Namespace, sft_config):
 
 
 def trec_data(args: argparse.Namespace, sft_config):
-    from verifier.train_data import build_splits, read_labelled
+    from verifier.train.data import build_splits, read_labelled
 
     train = read_labelled(TREC_DIR / "dev.jsonl")
     test = read_labelled(TREC_DIR / "test.jsonl")
@@ -196,10 +196,10 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from rubric_pipeline.config import build_config
-    from verifier.train_data import TrainingSplits
-    from verifier.train_rl import RLStageConfig, run_rl
-    from verifier.train_sft import SFTStageConfig, run_sft
+    from rubric_pipeline.core.config import build_config
+    from verifier.train.data import TrainingSplits
+    from verifier.train.rl import RLStageConfig, run_rl
+    from verifier.train.sft import SFTStageConfig, run_sft
 
     work = Path(args.work_dir) / args.mode
     work.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Prefix sharing of the judging prompt, measured on a real vLLM server with prefix caching on.
 
 Every window of the TREC dev sample (10 rubrics each) is sent twice, in one run, to one server: rendered by
-``verifier.prompt`` (instructions, question, response first; rubric list last) and with the same text
+``verifier.judge.prompt`` (instructions, question, response first; rubric list last) and with the same text
 reordered so the rubric list comes before the question and response. Reports vLLM's prefix-cache hit
 rate (from /metrics), prompt tokens, wall time and requests/s for each, side by side, repeated ``--rounds``
 times in alternating order. Each pass prepends a unique tag so no pass reuses another pass's cache.
@@ -29,9 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import httpx
 
-from rubric_pipeline.llm import LLMClient, LLMConfig
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.trec import read_trec_labelled
-from verifier import prompt
+from verifier.judge import prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 TREC_DEV = ROOT.parent / "shared" / "data" / "trec_rag24" / "dev.jsonl"

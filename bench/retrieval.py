@@ -34,11 +34,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from rubric_pipeline.core.records import write_jsonl
 from rubric_pipeline.corpus import load_corpus, passages_fingerprint
-from rubric_pipeline.retrieval import BM25Index, DenseIndex, HybridRetriever, rrf
-from rubric_pipeline.retrieval.bm25 import tokenize
-from rubric_pipeline.retrieval.dense import top_k
-from rubric_pipeline.schema import write_jsonl
+from rubric_pipeline.retrieval.bm25 import BM25Index, tokenize
+from rubric_pipeline.retrieval.dense import DenseIndex, top_k
+from rubric_pipeline.retrieval.fusion import rrf
+from rubric_pipeline.retrieval.hybrid import HybridRetriever
 
 logger = logging.getLogger("bench.retrieval")
 ROOT = Path(__file__).resolve().parents[1]

@@ -141,8 +141,8 @@ def gateway_call(client: httpx.AsyncClient, url: str):
 def direct_call(client: httpx.AsyncClient, base_url: str, model: str, window: int, warm_prefix: bool = False):
     """What the gateway sends for each window, posted straight to vLLM: every window of an item at once
     (the gateway's default), or with ``warm_prefix`` the first window alone and then the others."""
-    from verifier import prompt
-    from verifier.judges import default_max_tokens
+    from verifier.judge import prompt
+    from verifier.judge.judges import default_max_tokens
 
     async def window_call(item: dict[str, Any], texts: list[str]) -> int:
         body = {
@@ -245,7 +245,7 @@ def tagged(items: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
 def prefix_ceiling(items: list[dict[str, Any]], window: int, tokenizer) -> float:
     """Share of the prompt tokens of windows 2+ that they have in common with window 1 (token-exact): the
     hit rate a cache with 1-token blocks would reach."""
-    from verifier import prompt
+    from verifier.judge import prompt
 
     def tokens(item: dict[str, Any], part: slice) -> list[int]:
         messages = prompt.render_messages(item["question"], item["response"], item["rubrics"][part])
@@ -305,7 +305,7 @@ async def cache_set(args, items, gateways: dict[str, str], engine, client, token
 
 
 def prompt_windows(item: dict[str, Any], window: int) -> list[slice]:
-    from verifier import prompt
+    from verifier.judge import prompt
 
     return prompt.window_slices(len(item["rubrics"]), window)
 
@@ -431,7 +431,7 @@ def naive_generate(args, model_dir: str, gen_tokens: int) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from verifier import prompt
+    from verifier.judge import prompt
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

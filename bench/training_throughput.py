@@ -30,10 +30,10 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from rubric_pipeline.config import build_config
+    from rubric_pipeline.core.config import build_config
     from rubric_pipeline.demo_world import generate_world, make_responses
-    from verifier.train_data import build_splits
-    from verifier.train_sft import SFTStageConfig, run_sft
+    from verifier.train.data import build_splits
+    from verifier.train.sft import SFTStageConfig, run_sft
 
     torch.set_num_threads(args.threads)
     overrides = {

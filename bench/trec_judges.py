@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rubric_pipeline.trec import read_trec_labelled
-from verifier.evaluate import build_report, format_comparison, format_table
-from verifier.judges import judge_all
+from verifier.eval.evaluate import build_report, format_comparison, format_table
+from verifier.judge.judges import judge_all
 
 logger = logging.getLogger("bench.trec_judges")
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ async def score(judge: Any, test: list, concurrency: int, extra: dict[str, Any])
 
 
 async def run_baselines(dev: list, test: list, judges: list[str]) -> list[dict[str, Any]]:
-    from verifier.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
+    from verifier.judge.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
 
     factories = {"majority": MajorityJudge, "lexical": LexicalJudge, "embedding": EmbeddingJudge}
     reports = []
@@ -61,9 +61,9 @@ async def run_baselines(dev: list, test: list, judges: list[str]) -> list[dict[s
 
 
 async def run_llm(model_dir: Path, test: list, args: argparse.Namespace) -> dict[str, Any]:
-    from rubric_pipeline.llm import LLMClient, LLMConfig
-    from verifier.judges import LLMJudge
-    from verifier.prompt import PROMPT_VERSION
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
+    from verifier.judge.prompt import PROMPT_VERSION
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
     engine_config = EngineConfig(

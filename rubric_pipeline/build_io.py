@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rubric_pipeline.schema import RecordError, RubricSet, iter_jsonl, require, write_jsonl
+from rubric_pipeline.core.records import RecordError, RubricSet, iter_jsonl, require, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def write_outputs(output: Path, rubric_sets: Sequence[RubricSet]) -> None:
     """``dataset/`` (replaced atomically), ``rubrics.parquet`` and ``rubrics.trec.jsonl``."""
     from datasets import Dataset
 
-    from rubric_pipeline.schema import rubric_set_features
+    from rubric_pipeline.core.records import rubric_set_features
 
     dataset = Dataset.from_list([rs.to_dict() for rs in rubric_sets], features=rubric_set_features())
     staging, final = output / "dataset.tmp", output / "dataset"

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rubric_pipeline.schema import Passage, RecordError, iter_jsonl, write_jsonl
+from rubric_pipeline.core.records import Passage, RecordError, iter_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 

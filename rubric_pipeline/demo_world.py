@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rubric_pipeline.schema import Label, LabelledExample, Rubric, Source, write_jsonl
+from rubric_pipeline.core.records import Label, LabelledExample, Rubric, Source, write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from rubric_pipeline.core.records import Passage
+from rubric_pipeline.core.text import PRONOUNS, content_tokens, normalize, split_sentences, tokens
 from rubric_pipeline.llm_call import ask_parsed
-from rubric_pipeline.schema import Passage
-from rubric_pipeline.text import PRONOUNS, content_tokens, normalize, split_sentences, tokens
 
 logger = logging.getLogger(__name__)
 

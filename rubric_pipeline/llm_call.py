@@ -1,7 +1,8 @@
 """One build-stage LLM call: render a prompt template, send it, parse the answer, count what happened.
 
 Every LLM stage of the build (rewrite, extract, merge, importance) sends one rendered template through the
-shared :class:`~rubric_pipeline.llm.LLMClient` at temperature 0 with the run's seed and parses the answer.
+shared :class:`~rubric_pipeline.core.llm.LLMClient`
+at temperature 0 with the run's seed and parses the answer.
 A failed call or an unparsable answer is logged and counted (``<template>.llm_failures``), never raised:
 the caller gets ``None`` and takes its fallback.
 """
@@ -49,11 +50,11 @@ async def ask_parsed(
 ) -> T | None:
     """Render ``template`` with ``values``, ask, and return ``parse(answer)``.
 
-    Counts ``<template>.llm_calls``; an :class:`~rubric_pipeline.llm.LLMError` or a ``ValueError`` from
+    Counts ``<template>.llm_calls``; an :class:`~rubric_pipeline.core.llm.LLMError` or a ``ValueError`` from
     ``parse`` counts ``<template>.llm_failures``, logs a warning naming ``about`` and returns ``None``.
     ``structured`` holds the structured-output keyword (``json_schema=``, ``choice=`` or ``regex=``).
     """
-    from rubric_pipeline.llm import LLMError
+    from rubric_pipeline.core.llm import LLMError
 
     if api not in LLM_APIS:  # a configuration error, not a failed call: raise it
         raise ValueError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rubric_pipeline.core.records import DEFAULT_WEIGHTS, Importance, Rubric, Source
 from rubric_pipeline.extract import Candidate, clean_nugget, nugget_pattern
 from rubric_pipeline.llm_call import ask_parsed
-from rubric_pipeline.schema import DEFAULT_WEIGHTS, Importance, Rubric, Source
 
 logger = logging.getLogger(__name__)
 

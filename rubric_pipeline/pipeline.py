@@ -3,7 +3,7 @@
 Stages per batch of questions: rewrite -> retrieve -> extract -> merge (+ importance); the retrieval index is
 built once and cached on disk. Passages come from the local corpus (``--corpus``), a SearXNG-compatible web
 search API (``--web-search-url``), or both fused by RRF; web passages keep their URL and title in the
-rubrics' sources. Every LLM call goes through one :class:`~rubric_pipeline.llm.LLMClient`
+rubrics' sources. Every LLM call goes through one :class:`~rubric_pipeline.core.llm.LLMClient`
 (bounded concurrency); without ``--llm-url`` every stage takes its offline path. Each finished question is
 appended to ``OUTPUT/progress.jsonl`` and flushed, so a killed run restarted with the same output folder
 skips what is done and ends with the same dataset. Outputs: ``dataset/`` (``save_to_disk``),
@@ -21,142 +21,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from rubric_pipeline.build_config import BuildConfig
 from rubric_pipeline.build_io import ProgressLog, read_gold, write_outputs
-from rubric_pipeline.config import add_config_arguments, build_config, config_hash, option
+from rubric_pipeline.core.config import add_config_arguments, build_config
+from rubric_pipeline.core.records import RubricSet, read_questions
 from rubric_pipeline.prompts import PROMPT_VERSION
-from rubric_pipeline.retrieval.hybrid import RetrievalConfig
-from rubric_pipeline.schema import RubricSet, read_questions
-from rubric_pipeline.scoring import MATCH_THRESHOLD
 from rubric_pipeline.stages import STAGES, Builder, Timer
 
 logger = logging.getLogger(__name__)
-
-# fields that change how a run goes, not what it builds: left out of config_hash
-RUN_ONLY_FIELDS = frozenset(
-    {
-        "llm_url",
-        "max_concurrency",
-        "timeout_s",
-        "llm_trace",
-        "batch_size",
-        "resume",
-        "limit",
-        "index_dir",
-        "gold",
-        "web_concurrency",
-    }
-)
-
-
-@dataclass
-class BuildConfig(RetrievalConfig):
-    """Settings of `rubric-verifier build` (recipe section ``build``; every field is also a flag)."""
-
-    corpus: str | None = option(
-        None,
-        help="corpus JSONL ({id, text, title?, url?}) or a datasets folder (optional with --web-search-url)",
-    )
-    questions: str | None = option(None, help="questions JSONL ({qid, question})")
-    gold: str | None = option(None, help="gold JSONL ({qid, nuggets, passages}) to score the build against")
-    demo_world: bool = option(
-        False, help="without --corpus: generate the demo world into OUTPUT/world and use it"
-    )
-    demo_seed: int = option(0, help="seed of the generated demo world")
-    limit: int | None = option(None, help="build only the first N questions")
-    # rewriting
-    rewrite_depth: int = option(1, help="breadth-first rewriting depth (0: the question only)")
-    rewrite_max_nodes: int = option(5, help="queries per question, the question included")
-    rewrites_per_call: int = option(3, help="rewrites asked per LLM call (PRF: term blocks per node)")
-    dedup_threshold: float = option(0.8, help="drop a query whose token Jaccard with a kept one is >= this")
-    prf_docs: int = option(5, help="offline rewriting: feedback passages per query (RM3)")
-    prf_terms: int = option(6, help="offline rewriting: expansion terms added per query")
-    # retrieval per question
-    passages_per_question: int = option(10, help="passages kept per question after fusing its queries (RRF)")
-    # extraction
-    nuggets_per_passage: int = option(3, help="at most this many nuggets per passage")
-    min_words: int = option(5, help="shortest nugget kept, in words")
-    max_words: int = option(35, help="longest nugget kept, in words")
-    max_nugget_chars: int = option(
-        200, help="JSON-schema bound on a generated nugget or query, in characters"
-    )
-    min_relative_coverage: float = option(
-        0.5,
-        help="skip extraction from passages holding less than this share of the idf weight of question "
-        "terms found in the question's best passage (0: extract from every retrieved passage)",
-    )
-    # merge and importance
-    merge_threshold: float = option(0.8, help="cluster nuggets whose mean MiniLM cosine is >= this")
-    llm_merge: bool = option(True, help="with an LLM: rewrite multi-member clusters into one nugget")
-    llm_importance: bool = option(True, help="with an LLM: label importance with it (else the offline rule)")
-    vital_min_passages: int = option(
-        2, help="offline rule: vital when this many distinct passages support it"
-    )
-    vital_top_rank: int = option(1, help="offline rule: vital when it comes from a passage ranked above this")
-    max_rubrics: int = option(20, help="at most this many rubrics per question")
-    # LLM
-    llm_url: list[str] = option([], help="OpenAI-compatible base URL(s); none: offline backends everywhere")
-    model: str = option("", help="model name served at --llm-url")
-    llm_api: Literal["chat", "completions"] = option(
-        "chat", help="'completions' for base models without a chat template"
-    )
-    max_tokens: int = option(256, help="max new tokens per rewrite/extraction call")
-    max_concurrency: int = option(16, help="LLM requests in flight at once")
-    timeout_s: float = option(120.0, help="per-request LLM timeout")
-    seed: int = option(0, help="sampling seed sent with every LLM request")
-    llm_trace: str | None = option(None, help="append every LLM call to this JSONL file")
-    # run
-    batch_size: int = option(8, help="questions that go through the stages together")
-    resume: bool = option(True, help="skip questions already in OUTPUT/progress.jsonl (false: start over)")
-    match_threshold: float = option(
-        MATCH_THRESHOLD, help="scoring: MiniLM cosine at which a rubric matches a gold nugget (one-to-one)"
-    )
-    recall_k: int = option(10, help="scoring: retrieval recall cut-off")
-
-    def __post_init__(self) -> None:
-        at_least_one = (
-            "chunk_words", "depth", "k", "embed_batch_size", "web_concurrency", "rewrite_max_nodes",
-            "rewrites_per_call", "prf_docs", "prf_terms", "passages_per_question", "nuggets_per_passage",
-            "min_words", "max_nugget_chars", "max_rubrics", "max_tokens", "max_concurrency", "batch_size",
-            "recall_k", "vital_min_passages",
-        )  # fmt: skip
-        for name in at_least_one:
-            if getattr(self, name) < 1:
-                raise ValueError(f"build option {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"build option {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dedup_threshold", "min_relative_coverage", "merge_threshold", "match_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")
-        if self.overlap_words >= self.chunk_words:
-            raise ValueError(
-                f"overlap_words ({self.overlap_words}) must be < chunk_words ({self.chunk_words})"
-            )
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) must be <= max_words ({self.max_words})")
-        if self.timeout_s <= 0:
-            raise ValueError(f"build option timeout_s must be > 0, got {self.timeout_s}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"build option limit must be >= 1, got {self.limit}")
-        if not self.bm25 and not self.dense:
-            raise ValueError("enable at least one of --bm25 and --dense")
-        if self.llm_url and not self.model:
-            raise ValueError("--llm-url needs --model (the name the server serves)")
-
-    @property
-    def offline(self) -> bool:
-        return not self.llm_url
-
-    def retrieval(self) -> RetrievalConfig:
-        return RetrievalConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RetrievalConfig)})
-
-    def content_hash(self) -> str:
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_ONLY_FIELDS}
-        return config_hash(values, PROMPT_VERSION)
 
 
 def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
@@ -230,7 +105,7 @@ async def build_async(
             retriever = FederatedRetriever(local, web, rrf_k=config.rrf_k)
             client = None
             if config.llm_url:
-                from rubric_pipeline.llm import LLMClient, LLMConfig
+                from rubric_pipeline.core.llm import LLMClient, LLMConfig
 
                 llm_config = LLMConfig(
                     base_urls=list(config.llm_url),

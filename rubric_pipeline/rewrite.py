@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from rubric_pipeline.core.text import content_tokens, jaccard, normalize, tokens
 from rubric_pipeline.llm_call import ask_parsed
-from rubric_pipeline.text import content_tokens, jaccard, normalize, tokens
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rubric_pipeline.core.records import Passage, RubricSet
 from rubric_pipeline.corpus import index_text
 from rubric_pipeline.extract import (
     Candidate,
@@ -30,10 +31,9 @@ from rubric_pipeline.merge import group_candidates, llm_importance, llm_merge, o
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.fusion import rrf
 from rubric_pipeline.rewrite import expand_offline, expand_with_llm
-from rubric_pipeline.schema import Passage, RubricSet
 
 if TYPE_CHECKING:
-    from rubric_pipeline.pipeline import BuildConfig
+    from rubric_pipeline.build_config import BuildConfig
     from rubric_pipeline.retrieval.federated import FederatedRetriever
 
 logger = logging.getLogger(__name__)

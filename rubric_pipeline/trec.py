@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rubric_pipeline.schema import (
+from rubric_pipeline.core.records import (
     LABELS,
     Importance,
     LabelledExample,

@@ -11,17 +11,17 @@ import importlib
 import logging
 import sys
 
-from rubric_pipeline.schema import RecordError
+from rubric_pipeline.core.records import RecordError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("verifier.models", "build the models the project makes (tiny random Qwen3, Gemma-3-270M)"),
     "build": ("rubric_pipeline.pipeline", "corpus + questions -> rubric dataset with provenance"),
-    "label": ("verifier.teacher", "label responses against rubrics with a judge (teacher labelling)"),
-    "augment": ("verifier.augment", "add master-key adversarial negatives and rubric regrouping"),
-    "train": ("verifier.train_cli", "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO)"),
+    "label": ("verifier.data.teacher", "label responses against rubrics with a judge (teacher labelling)"),
+    "augment": ("verifier.data.augment", "add master-key adversarial negatives and rubric regrouping"),
+    "train": ("verifier.train.cli", "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO)"),
     "serve": ("verifier.serve.cli", "serve a verifier: vLLM engine(s) behind the reward gateway"),
-    "eval": ("verifier.evaluate", "evaluate a judge: P/R/F1, nugget scores, master-key FPR"),
+    "eval": ("verifier.eval.evaluate", "evaluate a judge: P/R/F1, nugget scores, master-key FPR"),
     "demo": ("verifier.demo", "run the whole toolkit on the embedded demo world"),
 }
 
@@ -30,7 +30,7 @@ USER_ERRORS = (RecordError, ValueError, FileNotFoundError, KeyError, ImportError
 # server that kept failing): printed as one line too. Looked up only in modules already imported, since an
 # error class whose module never loaded cannot have been raised.
 REPORTED_RUNTIME_ERRORS = (
-    ("rubric_pipeline.llm", "LLMError"),
+    ("rubric_pipeline.core.llm", "LLMError"),
     ("verifier.serve.engine", "EngineError"),
     ("rubric_pipeline.retrieval.web", "WebSearchError"),
 )

@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from rubric_pipeline.config import add_config_arguments, build_config, option
-from rubric_pipeline.schema import LabelledExample, iter_jsonl, write_jsonl
+from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.records import LabelledExample, iter_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Demo:
         return json.loads((target / "stats.json").read_text())
 
     def split_responses(self) -> tuple[Path, Path]:
-        from verifier.train_data import split_by_question
+        from verifier.train.data import split_by_question
 
         path = Path(self.config.world) / "responses.jsonl"
         examples = [LabelledExample.from_dict(record) for _, record in iter_jsonl(path)]

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import index_text, passages_fingerprint, read_passages, write_passages
-from rubric_pipeline.retrieval import ScoredPassage
-from rubric_pipeline.schema import Passage
+from rubric_pipeline.retrieval.base import ScoredPassage
 
 logger = logging.getLogger(__name__)
 

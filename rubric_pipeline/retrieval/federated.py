@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from rubric_pipeline.retrieval import ScoredPassage
+from rubric_pipeline.core.records import Passage
+from rubric_pipeline.retrieval.base import ScoredPassage
 from rubric_pipeline.retrieval.fusion import RRF_K, rrf
 from rubric_pipeline.retrieval.hybrid import HybridRetriever
 from rubric_pipeline.retrieval.web import WebSearchBackend
-from rubric_pipeline.schema import Passage
 
 
 class FederatedRetriever:

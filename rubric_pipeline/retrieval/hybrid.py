@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rubric_pipeline.config import option
+from rubric_pipeline.core.config import option
+from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, passages_fingerprint
-from rubric_pipeline.retrieval import ScoredPassage
+from rubric_pipeline.retrieval.base import ScoredPassage
 from rubric_pipeline.retrieval.bm25 import BM25Index
 from rubric_pipeline.retrieval.dense import DEFAULT_MODEL, DenseIndex
 from rubric_pipeline.retrieval.fusion import RRF_K, rrf
-from rubric_pipeline.schema import Passage
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from rubric_pipeline.schema import Passage
+from rubric_pipeline.core.records import Passage
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rubric_pipeline.core.records import RecordError
 from rubric_pipeline.corpus import (
     load_corpus,
     passages_fingerprint,
@@ -14,7 +15,6 @@ from rubric_pipeline.corpus import (
     split_windows,
     write_passages,
 )
-from rubric_pipeline.schema import RecordError
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

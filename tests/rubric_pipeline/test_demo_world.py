@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rubric_pipeline.core.records import LABELS, LabelledExample
 from rubric_pipeline.demo_world import LABEL_SOURCE, DemoWorld, Entity, generate_world, make_responses
-from rubric_pipeline.schema import LABELS, LabelledExample
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "demo"
 FILES = ("corpus.jsonl", "questions.jsonl", "gold.jsonl", "responses.jsonl")

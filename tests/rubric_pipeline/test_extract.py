@@ -7,6 +7,8 @@ from collections import Counter
 
 import pytest
 
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
+from rubric_pipeline.core.records import Passage
 from rubric_pipeline.extract import (
     clean_nugget,
     extract_offline,
@@ -16,8 +18,6 @@ from rubric_pipeline.extract import (
     parse_nuggets,
     question_anchors,
 )
-from rubric_pipeline.llm import LLMClient, LLMConfig
-from rubric_pipeline.schema import Passage
 
 PASSAGE = Passage(
     passage_id="d1#0",

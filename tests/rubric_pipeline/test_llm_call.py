@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from rubric_pipeline.llm import LLMClient, LLMConfig
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.llm_call import ask_parsed
 from rubric_pipeline.merge import IMPORTANCE_CHOICES, parse_importance
 from rubric_pipeline.rewrite import parse_rewrites

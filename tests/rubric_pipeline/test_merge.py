@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.extract import Candidate
-from rubric_pipeline.llm import LLMClient, LLMConfig
 from rubric_pipeline.merge import (
     Cluster,
     cluster,

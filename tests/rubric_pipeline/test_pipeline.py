@@ -320,7 +320,7 @@ def test_a_question_with_nothing_found_is_counted_not_silent(world, tmp_path: Pa
 
 
 def test_recipe_values_are_converted_where_yaml_is_ambiguous(world) -> None:
-    from rubric_pipeline.config import build_config
+    from rubric_pipeline.core.config import build_config
 
     recipe = {"build": {"merge_threshold": 1, "timeout_s": "1e2", "dense": "false", "k": "7"}}
     config = build_config(BuildConfig, recipe, "build", {"corpus": world["corpus"]})

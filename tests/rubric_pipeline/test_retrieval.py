@@ -16,20 +16,14 @@ import httpx
 import numpy as np
 import pytest
 
+from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import load_corpus
-from rubric_pipeline.retrieval import (
-    BM25Index,
-    DenseIndex,
-    HTTPSearchBackend,
-    HybridRetriever,
-    RetrievalConfig,
-    WebSearchBackend,
-    WebSearchError,
-    rrf,
-)
-from rubric_pipeline.retrieval.dense import top_k
+from rubric_pipeline.retrieval.bm25 import BM25Index
+from rubric_pipeline.retrieval.dense import DenseIndex, top_k
+from rubric_pipeline.retrieval.fusion import rrf
+from rubric_pipeline.retrieval.hybrid import HybridRetriever, RetrievalConfig
 from rubric_pipeline.retrieval.search_server import serve_in_thread
-from rubric_pipeline.schema import Passage
+from rubric_pipeline.retrieval.web import HTTPSearchBackend, WebSearchBackend, WebSearchError
 
 DOCUMENTS = [
     (

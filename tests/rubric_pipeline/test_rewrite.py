@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from rubric_pipeline.llm import LLMClient, LLMConfig
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.rewrite import (
     MAX_OPERATIONS_PER_REWRITE,
     OPERATIONS,

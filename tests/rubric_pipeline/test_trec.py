@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from rubric_pipeline.schema import RecordError, RubricSet, labelled_features, rubric_set_features
+from rubric_pipeline.core.records import RecordError, RubricSet, labelled_features, rubric_set_features
 from rubric_pipeline.trec import read_trec_labelled, read_trec_rubric_sets, write_trec_jsonl
 
 
@@ -123,7 +123,7 @@ def test_rubric_sets_reject_a_changed_nugget_list(tmp_path):
 
 
 def test_written_rubric_sets_keep_text_and_importance_ids_are_regenerated(tmp_path):
-    from rubric_pipeline.schema import Rubric
+    from rubric_pipeline.core.records import Rubric
 
     rubric_set = RubricSet("q9", "Why?", rubrics=[Rubric("x", "a fact", "okay"), Rubric("y", "b", "vital")])
     out = tmp_path / "o.jsonl"

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from rubric_pipeline.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.config import add_config_arguments, build_config, option
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ async def discover_model(base_url: str) -> str:
 @asynccontextmanager
 async def open_service(config: ServeConfig, base_urls: list[str], model: str, metrics) -> AsyncIterator:
     """LLMClient -> LLMJudge -> RewardService, opened on the running event loop."""
-    from rubric_pipeline.llm import LLMClient, LLMConfig
-    from verifier.judges import LLMJudge
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
     from verifier.serve.service import Limits, RewardService, load_rubric_sets
 
     llm_config = LLMConfig(

@@ -23,7 +23,7 @@ from typing import Literal
 
 import httpx
 
-from rubric_pipeline.config import option
+from rubric_pipeline.core.config import option
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from rubric_pipeline.schema import Rubric
+from rubric_pipeline.core.records import Rubric
 from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
 
 AggregationName = Literal["weighted", "all", "vital", "strict_all", "strict_vital"]

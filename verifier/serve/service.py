@@ -1,7 +1,7 @@
 """The reward service behind the gateway: plain async code, testable without HTTP.
 
 :class:`RewardService` takes items ``(question, response, rubrics)``, guards degenerate responses before
-any model call, sends every other item through one :class:`~verifier.judges.Judge` (the served verifier:
+any model call, sends every other item through one :class:`~verifier.judge.judges.Judge` (the served verifier:
 ``LLMJudge`` fans each item out into rubric windows sent concurrently), aggregates labels into a reward
 and turns every failure into ``reward=None`` with a reason. It also owns the bounded in-flight queue, the
 size limits and the Prometheus metrics, so the FastAPI layer only validates, routes and renders.
@@ -20,15 +20,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from rubric_pipeline.schema import Rubric, RubricSet, iter_jsonl
-from verifier.judges import Judgement
+from rubric_pipeline.core.records import Rubric, RubricSet, iter_jsonl
+from verifier.judge.guard import DEGENERATE
+from verifier.judge.judges import Judgement
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 # Reasons a result carries; "degenerate" scores 0, every other one leaves the reward None.
-DEGENERATE = "degenerate"
 NO_RUBRICS = "no_rubrics"
 TIMEOUT = "timeout"
 ENGINE_ERROR = "engine_error"
@@ -165,7 +165,7 @@ class RewardService:
         caches blocks only once computed (vLLM caches them when scheduled, so it gains nothing there).
         ``unjudgeable_reward``: what ``/get_reward`` answers in place of ``null`` (OpenRLHF batches rewards
         into a float tensor); the sample stays flagged in ``extra_logs`` and counted as unjudgeable."""
-        from verifier.reward import Aggregation
+        from verifier.judge.reward import Aggregation
 
         self.judge = judge
         self.first_window = first_window
@@ -222,7 +222,8 @@ class RewardService:
             return list(await asyncio.gather(*(self.judge_item(item, aggregation) for item in items)))
 
     async def judge_item(self, item: Item, aggregation: str | None = None) -> ItemResult:
-        from verifier.reward import is_degenerate, score
+        from verifier.judge.guard import is_degenerate
+        from verifier.judge.reward import score
 
         started = time.perf_counter()
         try:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rubric_pipeline.schema import LABELS, Rubric
+from rubric_pipeline.core.records import LABELS, Rubric
 from verifier.serve.engine import CPU_BLOCK_SIZE, EngineConfig, VLLMEngine
 from verifier.serve.service import Item, RewardService
 
@@ -20,8 +20,8 @@ def rubrics(count: int, tag: str) -> list[Rubric]:
 
 
 async def judge_with_trace(vllm_server, tmp_path, first_window: int | None, items: list[Item]):
-    from rubric_pipeline.llm import LLMClient, LLMConfig
-    from verifier.judges import LLMJudge
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
 
     trace = tmp_path / f"trace-{first_window}.jsonl"
     config = LLMConfig([vllm_server.base_url], vllm_server.model_name, trace_path=str(trace))
@@ -70,8 +70,8 @@ async def test_without_first_window_every_window_starts_at_once(vllm_server, tmp
 
 @pytest.mark.vllm
 async def test_a_failed_first_window_spares_the_others(vllm_server, tmp_path):
-    from rubric_pipeline.llm import LLMClient, LLMConfig
-    from verifier.judges import LLMJudge
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
 
     trace = tmp_path / "trace.jsonl"
     config = LLMConfig([vllm_server.base_url], "no-such-model", max_retries=0, trace_path=str(trace))

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from rubric_pipeline.core.config import add_config_arguments, build_config, config_hash, option
+
+
+@dataclass
+class StageConfig:
+    name: str = option("x", help="a name")
+    size: int = option(3, help="a size")
+    rate: float = option(0.5, help="a rate")
+    flag: bool = option(False, help="a flag")
+    items: list[str] = option(["a"], help="items")
+    path: str | None = option(None, help="optional path")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, StageConfig)
+    return parser.parse_args(argv)
+
+
+def test_defaults_then_recipe_then_flags(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage:\n  size: 7\n  name: from-recipe\n")
+    config = build_config(StageConfig, recipe, "stage", parse(["--size", "9", "--flag", "true"]))
+    assert config == StageConfig(name="from-recipe", size=9, flag=True)
+
+
+def test_unset_flags_do_not_override_recipe(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage:\n  rate: 0.1\n  items: [p, q]\n")
+    config = build_config(StageConfig, recipe, "stage", parse([]))
+    assert config.rate == 0.1 and config.items == ["p", "q"] and config.size == 3
+
+
+def test_list_and_optional_flags():
+    config = build_config(StageConfig, None, None, parse(["--items", "u", "v", "--path", "/x"]))
+    assert config.items == ["u", "v"] and config.path == "/x"
+
+
+def test_mutable_defaults_are_not_shared():
+    first, second = StageConfig(), StageConfig()
+    first.items.append("z")
+    assert second.items == ["a"]
+
+
+def test_unknown_recipe_key_names_section_and_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage:\n  sise: 7\n")
+    with pytest.raises(ValueError, match=r"section 'stage'.*'sise'"):
+        build_config(StageConfig, recipe, "stage", None)
+
+
+def test_missing_recipe_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="recipe not found"):
+        build_config(StageConfig, tmp_path / "nope.yaml", "stage", None)
+
+
+def test_config_hash_changes_with_values():
+    assert config_hash(StageConfig()) == config_hash(StageConfig())
+    assert config_hash(StageConfig()) != config_hash(StageConfig(size=4))
+
+
+def test_bad_bool_flag_is_rejected():
+    with pytest.raises(SystemExit):
+        parse(["--flag", "maybe"])

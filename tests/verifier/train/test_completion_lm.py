@@ -1,0 +1,79 @@
+"""The completion-only logits path gives the same loss (and gradients) as TRL's default path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROWS = [
+    {
+        "prompt": [{"role": "user", "content": f"Question {i}: is the sky blue? Rubrics: 1. blue 2. sky"}],
+        "completion": [
+            {"role": "assistant", "content": '["support", "not_support"]' if i % 2 else '["support"]'}
+        ],
+    }
+    for i in range(8)
+]
+
+
+def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool):
+    from datasets import Dataset
+
+    from verifier.train.completion_lm import CompletionOnlySFTTrainer
+    from verifier.train.sft import SFTStageConfig, trl_sft_config
+    from verifier.train.stage import load_model_and_tokenizer, lora_config
+
+    config = SFTStageConfig(model=str(model_dir), output_dir=str(tmp_path), per_device_train_batch_size=4)
+    model, tokenizer = load_model_and_tokenizer(str(model_dir), "float32")
+    return CompletionOnlySFTTrainer(
+        model=model,
+        args=trl_sft_config(config),
+        train_dataset=Dataset.from_list(ROWS),
+        processing_class=tokenizer,
+        peft_config=lora_config(4, 8, 0.0, "all-linear") if use_lora else None,
+        completion_only_logits=True,
+    )
+
+
+def _loss_and_grads(trainer, batch, completion_only: bool):
+    trainer.model.zero_grad()
+    trainer.completion_only_logits = completion_only
+    loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=None)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("use_lora", [False, True])
+def test_completion_only_loss_matches_default(tiny_model_dir: Path, tmp_path: Path, use_lora: bool) -> None:
+    import torch
+
+    trainer = _trainer(tiny_model_dir, tmp_path, use_lora)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).float().mean() > 0.5  # most positions are prompt, no loss there
+    default_loss, default_grads = _loss_and_grads(trainer, batch, completion_only=False)
+    ours_loss, ours_grads = _loss_and_grads(trainer, batch, completion_only=True)
+    assert torch.isfinite(ours_loss) and ours_loss > 0
+    torch.testing.assert_close(ours_loss, default_loss, rtol=1e-5, atol=1e-5)
+    assert default_grads.keys() == ours_grads.keys() and default_grads
+    for name, grad in default_grads.items():
+        torch.testing.assert_close(ours_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_completion_only_loss_counts_only_labelled_positions(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Changing a prompt-only position's label to -100 changes nothing; a completion label does."""
+    import torch
+
+    from verifier.train.completion_lm import completion_only_loss
+
+    trainer = _trainer(tiny_model_dir, tmp_path, use_lora=False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    with torch.no_grad():
+        base = completion_only_loss(trainer.model, batch)
+        labelled = (batch["labels"][0] != -100).nonzero().flatten()
+        masked = dict(batch, labels=batch["labels"].clone())
+        masked["labels"][0, labelled[0]] = -100
+        fewer = completion_only_loss(trainer.model, masked)
+    assert int(fewer.num_tokens) == int(base.num_tokens) - 1
+    assert not torch.isclose(fewer.loss, base.loss)

@@ -1,0 +1,222 @@
+"""The Judge abstraction: (question, response, rubrics) -> one label per rubric, or None plus a reason.
+
+:class:`LLMJudge` asks any OpenAI-compatible server through the one client
+(:class:`rubric_pipeline.core.llm.LLMClient`): rubrics are
+split into windows (``prompt.window_slices``), every
+window of a response is sent concurrently with its output constrained to ``prompt.label_schema(n)``, and
+``samples > 1`` votes per rubric over sampled completions. Baselines that need no LLM live in
+:mod:`verifier.judge.baselines` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from rubric_pipeline.core.records import LABEL_SCORES, Label, Rubric
+
+if TYPE_CHECKING:
+    from rubric_pipeline.core.llm import LLMClient
+
+from verifier.judge.guard import DEGENERATE
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Judgement:
+    """Labels in rubric order, or ``labels=None`` with ``error`` saying why the item is unjudgeable.
+
+    ``raw`` keeps the model's raw outputs (one per window and sample) for traces and debugging;
+    ``note`` marks labels decided without a model call (``"degenerate"``).
+    """
+
+    labels: list[str] | None
+    error: str | None = None
+    raw: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.labels is not None
+
+
+@runtime_checkable
+class Judge(Protocol):
+    name: str
+
+    async def judge(self, question: str, response: str, rubrics: list[Rubric]) -> Judgement: ...
+
+
+class JudgeItem(Protocol):
+    """Anything with the fields a judge reads, e.g. a
+    :class:`~rubric_pipeline.core.records.LabelledExample`."""
+
+    question: str
+    response: str
+    rubrics: list[Rubric]
+
+
+def majority_vote(samples: Sequence[Sequence[str]]) -> list[str]:
+    """Per-rubric majority over equally long label lists.
+
+    Ties go to the label with the LOWER support score (not_support < partial_support < support): when the
+    samples disagree evenly the judge withholds credit rather than grants it, which keeps self-consistency
+    from inflating rewards.
+    """
+    if not samples:
+        raise ValueError("majority_vote needs at least one sample")
+    length = len(samples[0])
+    if any(len(sample) != length for sample in samples):
+        raise ValueError("samples disagree on the number of labels")
+    voted = []
+    for position in range(length):
+        counts = Counter(sample[position] for sample in samples)
+        voted.append(max(counts, key=lambda label: (counts[label], -LABEL_SCORES[label])))
+    return voted
+
+
+def default_max_tokens(n_rubrics: int, reasoning: bool = False) -> int:
+    """Room for a JSON list of ``n`` labels (~6 tokens each with quotes and commas) plus slack."""
+    return 16 + 12 * n_rubrics + (512 if reasoning else 0)
+
+
+class LLMJudge:
+    """A judge served by an OpenAI-compatible endpoint (vLLM or any API) through :class:`LLMClient`."""
+
+    def __init__(
+        self,
+        client: LLMClient,
+        window: int | None = None,
+        samples: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        max_windows_in_flight: int = 256,
+        constrained: bool = True,
+        name: str | None = None,
+        degenerate_guard: bool = True,
+    ):
+        from verifier.judge import prompt
+
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        if samples > 1 and temperature <= 0:
+            raise ValueError(
+                "self-consistency (samples > 1) needs temperature > 0: greedy samples are identical"
+            )
+        self.client = client
+        self.window = window or prompt.DEFAULT_WINDOW
+        self.samples = samples
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.constrained = constrained
+        # Serving keeps the guard on; evaluating the model's own master-key robustness turns it off.
+        self.degenerate_guard = degenerate_guard
+        self.name = name or client.config.model
+        # The client caps requests per server; this caps windows queued by one judge across all items.
+        self._windows = asyncio.Semaphore(max_windows_in_flight)
+
+    async def judge(self, question: str, response: str, rubrics: list[Rubric]) -> Judgement:
+        from verifier.judge import prompt
+        from verifier.judge.guard import is_degenerate
+
+        if not rubrics:
+            return Judgement(labels=None, error="no rubrics to judge")
+        if self.degenerate_guard and is_degenerate(response):
+            return Judgement(labels=[Label.NOT_SUPPORT.value] * len(rubrics), note=DEGENERATE)
+        slices = prompt.window_slices(len(rubrics), self.window)
+        results = await asyncio.gather(
+            *(self._judge_window(question, response, rubrics[part]) for part in slices)
+        )
+        labels: list[str] = []
+        raw: list[str] = []
+        errors: list[str] = []
+        for index, (window_labels, window_raw, error) in enumerate(results):
+            raw.extend(window_raw)
+            if error is not None:
+                errors.append(f"window {index + 1}/{len(slices)}: {error}")
+            else:
+                labels.extend(window_labels)
+        if errors:
+            return Judgement(labels=None, error="; ".join(errors), raw=raw)
+        return Judgement(labels=labels, raw=raw)
+
+    async def _judge_window(
+        self, question: str, response: str, rubrics: list[Rubric]
+    ) -> tuple[list[str], list[str], str | None]:
+        """Labels for one window, its raw texts, and an error (None when it parsed)."""
+        from rubric_pipeline.core.llm import LLMError
+        from verifier.judge import prompt
+
+        n = len(rubrics)
+        messages = prompt.render_messages(question, response, [rubric.text for rubric in rubrics])
+        async with self._windows:
+            try:
+                completion = await self.client.chat(
+                    messages,
+                    max_tokens=self.max_tokens or default_max_tokens(n),
+                    temperature=self.temperature,
+                    n=self.samples,
+                    json_schema=prompt.label_schema(n) if self.constrained else None,
+                )
+            except LLMError as exc:
+                return [], [], f"request failed: {exc}"
+        parsed: list[list[str]] = []
+        parse_errors: list[str] = []
+        for text in completion.texts:
+            try:
+                parsed.append(list(prompt.parse_labels(text, n).labels))
+            except prompt.ParseError as exc:
+                parse_errors.append(str(exc))
+        if not parsed:
+            return (
+                [],
+                list(completion.texts),
+                f"unparsable output: {parse_errors[0] if parse_errors else 'empty'}",
+            )
+        if parse_errors:
+            logger.debug("%d/%d samples unparsable; voting over the rest", len(parse_errors), self.samples)
+        return majority_vote(parsed), list(completion.texts), None
+
+
+async def judge_all(
+    judge: Judge,
+    items: Sequence[JudgeItem],
+    concurrency: int = 16,
+    on_result: Callable[[int, Judgement], Any] | None = None,
+    progress: bool = True,
+) -> list[Judgement]:
+    """Judge every item with at most ``concurrency`` items in flight; results come back in input order.
+
+    ``on_result(index, judgement)`` is called as each item finishes (e.g. to append it to a file).
+    """
+    from tqdm.auto import tqdm
+
+    results: list[Judgement | None] = [None] * len(items)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(items)):
+        queue.put_nowait(index)
+    bar = tqdm(total=len(items), desc=f"judge {judge.name}", unit="item", disable=not progress)
+
+    async def worker() -> None:
+        while True:
+            try:
+                index = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            item = items[index]
+            judgement = await judge.judge(item.question, item.response, list(item.rubrics))
+            results[index] = judgement
+            if on_result is not None:
+                on_result(index, judgement)
+            bar.update(1)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+    finally:
+        bar.close()
+    return [result for result in results if result is not None]

@@ -1,0 +1,226 @@
+"""Labelled examples -> chat-format training rows for stage 1 (SFT) and stage 2 (GRPO).
+
+Every row goes through :mod:`verifier.judge.prompt`, the same contract the served verifier sees. An example's
+rubrics are cut into windows of a sampled size (1..10 by default), each window becomes one prompt; the
+requested output format is sampled per window when several are configured (as Search-Gen-V trains on
+csv, yaml, xml, ...). Master-key augmentation (examples whose ``label_source`` starts with ``augment:``)
+is mixed in at a set rate. The split is by question: no qid is in both train and eval.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rubric_pipeline.core.records import AUGMENT_PREFIX, LabelledExample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowOptions:
+    """How examples become prompts (shared by the SFT and RL stage configs)."""
+
+    window_min: int = 1
+    window_max: int = 10
+    output_formats: Sequence[str] = ("json",)
+    reasoning_rate: float = 0.0
+    shuffle_rubrics: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Window:
+    """One prompt: a question, a response and a window of rubrics with their teacher labels."""
+
+    qid: str
+    response_id: str
+    question: str
+    response: str
+    rubric_texts: list[str]
+    labels: list[str]
+    output_format: str = "json"
+    reasoning: bool = False
+    label_source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def messages(self) -> list[dict[str, str]]:
+        from verifier.judge.prompt import render_messages
+
+        return render_messages(
+            self.question,
+            self.response,
+            self.rubric_texts,
+            output_format=self.output_format,
+            reasoning=self.reasoning,
+        )
+
+    def target(self) -> str:
+        from verifier.judge.prompt import format_labels
+
+        return format_labels(self.labels, self.output_format)
+
+    def sft_row(self) -> dict[str, Any]:
+        """TRL conversational prompt-completion row (loss on the completion only)."""
+        return {"prompt": self.messages(), "completion": [{"role": "assistant", "content": self.target()}]}
+
+    def grpo_row(self) -> dict[str, Any]:
+        """TRL GRPO row: the prompt plus the columns the reward reads."""
+        return {
+            "prompt": self.messages(),
+            "teacher_labels": list(self.labels),
+            "output_format": self.output_format,
+            "reasoning": self.reasoning,
+            "qid": self.qid,
+        }
+
+
+def read_labelled(path: str | Path, split: str = "train") -> list[LabelledExample]:
+    """Labelled examples from JSONL (ours or TREC) or a ``datasets`` dir, as ``augment`` reads them."""
+    from verifier.data.labelled_io import read_labelled_input
+
+    return read_labelled_input(path, split)
+
+
+def is_augmented(example: LabelledExample) -> bool:
+    return example.label_source.startswith(AUGMENT_PREFIX)
+
+
+def split_by_question(
+    examples: Sequence[LabelledExample], eval_fraction: float, seed: int = 0
+) -> tuple[list[LabelledExample], list[LabelledExample]]:
+    """Hold out a fraction of the questions (all their responses, augmentations included)."""
+    qids = sorted({example.qid for example in examples})
+    random.Random(seed).shuffle(qids)
+    n_eval = round(len(qids) * eval_fraction)
+    if eval_fraction > 0 and len(qids) > 1:
+        n_eval = min(max(n_eval, 1), len(qids) - 1)
+    eval_qids = set(qids[:n_eval])
+    train = [example for example in examples if example.qid not in eval_qids]
+    held_out = [example for example in examples if example.qid in eval_qids]
+    overlap = {example.qid for example in train} & {example.qid for example in held_out}
+    assert not overlap, f"questions in both train and eval: {sorted(overlap)[:5]}"
+    return train, held_out
+
+
+def mix_augmentation(
+    examples: Sequence[LabelledExample], augment_rate: float, seed: int = 0
+) -> list[LabelledExample]:
+    """Keep every plain example and add augmented ones: ``augment_rate`` of them per plain example."""
+    plain = [example for example in examples if not is_augmented(example)]
+    augmented = [example for example in examples if is_augmented(example)]
+    wanted = round(len(plain) * augment_rate)
+    if wanted > len(augmented):
+        logger.warning(
+            "augment_rate %.2f wants %d augmented examples, only %d exist",
+            augment_rate,
+            wanted,
+            len(augmented),
+        )
+    rng = random.Random(seed)
+    chosen = rng.sample(augmented, min(wanted, len(augmented)))
+    mixed = plain + chosen
+    rng.shuffle(mixed)
+    return mixed
+
+
+def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) -> list[Window]:
+    """Cut each example's rubrics into windows of sampled size; each window samples its output format."""
+    if not 1 <= options.window_min <= options.window_max:
+        raise ValueError(
+            f"need 1 <= window_min <= window_max, got {options.window_min}..{options.window_max}"
+        )
+    from verifier.judge.prompt import OUTPUT_FORMATS
+
+    unknown = sorted(set(options.output_formats) - set(OUTPUT_FORMATS))
+    if unknown or not options.output_formats:
+        raise ValueError(f"unknown output formats {unknown}; known: {list(OUTPUT_FORMATS)}")
+    rng = random.Random(options.seed)
+    windows: list[Window] = []
+    for example in examples:
+        pairs = [(rubric.text, label) for rubric, label in zip(example.rubrics, example.labels, strict=True)]
+        if options.shuffle_rubrics:
+            rng.shuffle(pairs)
+        start = 0
+        while start < len(pairs):
+            size = rng.randint(options.window_min, options.window_max)
+            chunk = pairs[start : start + size]
+            start += size
+            windows.append(
+                Window(
+                    qid=example.qid,
+                    response_id=example.response_id,
+                    question=example.question,
+                    response=example.response,
+                    rubric_texts=[text for text, _ in chunk],
+                    labels=[label for _, label in chunk],
+                    output_format=rng.choice(list(options.output_formats)),
+                    reasoning=rng.random() < options.reasoning_rate,
+                    label_source=example.label_source,
+                )
+            )
+    return windows
+
+
+@dataclass
+class TrainingSplits:
+    train: list[Window]
+    eval: list[Window]
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "train_windows": len(self.train),
+            "eval_windows": len(self.eval),
+            "train_questions": len({w.qid for w in self.train}),
+            "eval_questions": len({w.qid for w in self.eval}),
+            "train_augmented": sum(w.label_source.startswith(AUGMENT_PREFIX) for w in self.train),
+        }
+
+
+def build_splits(
+    examples: Sequence[LabelledExample],
+    options: WindowOptions,
+    *,
+    eval_examples: Sequence[LabelledExample] | None = None,
+    eval_fraction: float = 0.2,
+    augment_rate: float = 0.0,
+    max_train_windows: int | None = None,
+    max_eval_windows: int | None = None,
+) -> TrainingSplits:
+    """Split by question (unless an eval set is given), mix augmentation into train, cut windows."""
+    if eval_examples is None:
+        train_examples, eval_examples = split_by_question(examples, eval_fraction, options.seed)
+    else:
+        train_examples = list(examples)
+        overlap = {e.qid for e in train_examples} & {e.qid for e in eval_examples}
+        if overlap:
+            raise ValueError(f"eval set shares questions with train: {sorted(overlap)[:5]}")
+    train_examples = mix_augmentation(train_examples, augment_rate, options.seed)
+    # Eval measures agreement on real responses: augmented ones are judged by the master-key metric
+    eval_plain = [e for e in eval_examples if not is_augmented(e)]
+    train = make_windows(train_examples, options)
+    held_out = make_windows(eval_plain, WindowOptions(**{**vars(options), "seed": options.seed + 1}))
+    rng = random.Random(options.seed)
+    if max_train_windows is not None and len(train) > max_train_windows:
+        train = rng.sample(train, max_train_windows)
+    if max_eval_windows is not None and len(held_out) > max_eval_windows:
+        held_out = rng.sample(held_out, max_eval_windows)
+    splits = TrainingSplits(train=train, eval=held_out)
+    assert not ({w.qid for w in splits.train} & {w.qid for w in splits.eval}), (
+        "a question is in train and eval"
+    )
+    logger.info("training data: %s", splits.summary())
+    return splits
+
+
+def to_dataset(rows: list[dict[str, Any]]):
+    """Rows -> ``datasets.Dataset`` (imported lazily)."""
+    from datasets import Dataset
+
+    if not rows:
+        raise ValueError("no training rows: check the labelled data and the window settings")
+    return Dataset.from_list(rows)

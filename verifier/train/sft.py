@@ -1,0 +1,293 @@
+"""Stage 1: supervised fine-tuning on teacher labels with TRL's ``SFTTrainer`` (LoRA or full).
+
+The loss is on the completion (the label list) only; with ``completion_only_logits`` the LM head also
+runs only there (:mod:`verifier.train.completion_lm`). A callback measures label agreement on held-out
+questions by greedy generation every ``eval_steps``. The result is merged into a plain model directory
+(weights + tokenizer) that vLLM serves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rubric_pipeline.core.config import option
+from verifier.train.data import Window
+from verifier.train.stage import StageConfig, StageResult, prepare_stage, train_and_save
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTStageConfig(StageConfig):
+    """Stage 1 settings; each field is a `train sft` flag and a key of a recipe's `sft` section."""
+
+    data: str = option("", help="labelled examples JSONL (teacher/human labels, augment:* rows mixed in)")
+    output_dir: str = option("runs/sft", help="checkpoints, logs and the merged model (`merged/`) go here")
+    augment_rate: float = option(0.0, help="augmented (augment:*) examples mixed in per plain example")
+    max_eval_windows: int | None = option(32, help="cap on held-out prompts for the agreement eval")
+    completion_only_logits: bool = option(True, help="compute logits/loss only at completion positions")
+    max_length: int | None = option(2048, help="truncate prompt+completion to this many tokens")
+    warmup_steps: float = option(0.0, help="warm-up steps (a value below 1 is a fraction of training)")
+    lr_scheduler_type: str = option("linear", help="learning-rate schedule")
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    save_total_limit: int | None = option(2, help="checkpoints kept")
+    eval_steps: int = option(0, help="label-agreement eval every N steps (0: only at the end)")
+    eval_mode: Literal["generate", "teacher_forced"] = option(
+        "generate",
+        help="generate: greedy label lists (slow on CPU); teacher_forced: one forward pass per prompt, "
+        "each label read from the logits after the gold labels before it",
+    )
+    eval_max_new_tokens: int = option(64, help="tokens generated per eval prompt")
+    eval_batch_size: int = option(8, help="prompts generated together in the agreement eval")
+
+
+def _stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus the chat template's end-of-turn tokens, whichever exist."""
+    ids = {tokenizer.eos_token_id}
+    for token in ("<end_of_turn>", "<|im_end|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+def label_agreement(model, tokenizer, windows: list[Window], max_new_tokens: int = 64, batch_size: int = 8):
+    """Greedy-generate on held-out prompts; fraction of rubric labels equal to the teacher's.
+
+    An unparsable output counts as wrong on all its rubrics and is counted in ``parse_failures``.
+    """
+    import torch
+
+    from verifier.judge.prompt import ParseError, parse_labels
+
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    stop_ids = _stop_token_ids(tokenizer)
+    agree = total = exact = failures = 0
+    try:
+        for start in range(0, len(windows), batch_size):
+            batch = windows[start : start + batch_size]
+            texts = [
+                tokenizer.apply_chat_template(w.messages(), tokenize=False, add_generation_prompt=True)
+                for w in batch
+            ]
+            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            encoded = {key: value.to(model.device) for key, value in encoded.items()}
+            with torch.no_grad():
+                generated = model.generate(
+                    **encoded,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=stop_ids,
+                    pad_token_id=tokenizer.pad_token_id,
+                    use_cache=True,  # trainers switch the config's KV cache off for training
+                )
+            completions = tokenizer.batch_decode(
+                generated[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            for window, text in zip(batch, completions, strict=True):
+                total += len(window.labels)
+                try:
+                    predicted = parse_labels(text, len(window.labels)).labels
+                except ParseError:
+                    failures += 1
+                    continue
+                agree += sum(p == t for p, t in zip(predicted, window.labels, strict=True))
+                exact += predicted == window.labels
+    finally:
+        tokenizer.padding_side = "right"
+        model.train(was_training)
+    return {
+        "label_agreement": agree / total if total else 0.0,
+        "exact_match": exact / len(windows) if windows else 0.0,
+        "parse_failures": failures,
+        "eval_prompts": len(windows),
+    }
+
+
+def _label_spans(target: str, labels: list[str]) -> list[int] | None:
+    """Character offset of each label in the formatted target, in order (None if one is missing)."""
+    starts, cursor = [], 0
+    for label in labels:
+        found = target.find(label, cursor)
+        if found < 0:
+            return None
+        starts.append(found)
+        cursor = found + len(label)
+    return starts
+
+
+def _first_label_tokens(tokenizer, labels: list[str]) -> dict[str, dict[str, int]]:
+    """First token id of each label, bare (``"support``) and after a space (``- support``)."""
+    first = {
+        prefix: {label: tokenizer.encode(prefix + label, add_special_tokens=False)[0] for label in labels}
+        for prefix in ("", " ")
+    }
+    for prefix, ids in first.items():
+        if len(set(ids.values())) != len(labels):
+            raise ValueError(f"labels share a first token after {prefix!r}: {ids}; use eval_mode generate")
+    return first
+
+
+def _locate_labels(tokenizer, window: Window, first: dict[str, dict[str, int]]):
+    """Token ids of the conversation as training renders it, and (token index, prefix) of each label's
+    first token; ``None`` for the labels when one does not start on a token boundary."""
+    target = window.target()
+    conversation = [*window.messages(), {"role": "assistant", "content": target}]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    spans = _label_spans(target, window.labels)
+    if spans is None or target not in text:
+        return [], None  # not tokenized: the caller skips this window
+    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids = encoded["input_ids"]
+    base = text.rindex(target)
+    token_at = {start: index for index, (start, _end) in enumerate(encoded["offset_mapping"])}
+    located = []
+    for start, label in zip(spans, window.labels, strict=True):
+        index, prefix = token_at.get(base + start), ""
+        if (index is None or ids[index] != first[""][label]) and text[base + start - 1] == " ":
+            index, prefix = token_at.get(base + start - 1), " "
+        if index is None or ids[index] != first[prefix][label]:
+            return ids, None
+        located.append((index, prefix))
+    return ids, located
+
+
+def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> dict[str, Any]:
+    """Share of rubric labels whose first token wins among the label vocabulary, given the gold prefix.
+
+    One forward pass per prompt over the conversation as training renders it (no generation; the LM head
+    only at the label positions): a cheap monitor of what greedy decoding would pick for each label when
+    the labels before it are right. Windows whose labels do not start on a token boundary are skipped
+    and counted; with none left the accuracy is None, not 0.
+    """
+    import torch
+
+    from rubric_pipeline.core.records import Label
+    from verifier.train.completion_lm import _scale_logits, causal_lm_parts
+
+    labels = [label.value for label in Label]
+    first = _first_label_tokens(tokenizer, labels)
+    decoder, lm_head, config = causal_lm_parts(model)
+    was_training = model.training
+    model.eval()
+    correct = total = skipped = 0
+    try:
+        for window in windows:
+            ids, located = _locate_labels(tokenizer, window, first)
+            if not located:
+                skipped += 1
+                continue
+            input_ids = torch.tensor([ids], device=model.device)
+            with torch.no_grad():
+                hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state[0]
+                logits = _scale_logits(lm_head(hidden[[index - 1 for index, _ in located]]), config)
+            for row, (_index, prefix), gold in zip(logits, located, window.labels, strict=True):
+                candidates = [first[prefix][label] for label in labels]
+                correct += labels[int(row[candidates].argmax())] == gold
+                total += 1
+    finally:
+        model.train(was_training)
+    if total == 0:
+        logger.warning("teacher-forced eval: no label located in %d prompts", len(windows))
+    return {
+        "teacher_forced_label_accuracy": correct / total if total else None,
+        "skipped_prompts": skipped,
+        "eval_prompts": len(windows),
+    }
+
+
+def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig, log_path: Path):
+    from transformers import TrainerCallback
+
+    class AgreementCallback(TrainerCallback):
+        """Label agreement on held-out questions every ``eval_steps`` and at the end of training."""
+
+        def __init__(self) -> None:
+            self.last: dict[str, float] | None = None
+            self.steps_run = 0
+
+        def _evaluate(self, state, model) -> None:
+            if config.eval_mode == "teacher_forced":
+                metrics = teacher_forced_label_accuracy(model, tokenizer, windows)
+            else:
+                metrics = label_agreement(
+                    model, tokenizer, windows, config.eval_max_new_tokens, config.eval_batch_size
+                )
+            metrics["step"] = state.global_step
+            self.last = metrics
+            state.log_history.append(
+                {f"eval_{k}": v for k, v in metrics.items()} | {"step": state.global_step}
+            )
+            with log_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(metrics) + "\n")
+            logger.info("held-out label agreement at step %d: %s", state.global_step, metrics)
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if config.eval_steps and windows and state.global_step == 0:  # the starting point
+                self._evaluate(state, model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.steps_run += 1
+            if config.eval_steps and windows and state.global_step % config.eval_steps == 0:
+                self._evaluate(state, model)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if windows and (self.last is None or self.last["step"] != state.global_step):
+                self._evaluate(state, model)
+
+    return AgreementCallback()
+
+
+def trl_sft_config(config: SFTStageConfig):
+    """Our stage config -> TRL ``SFTConfig``."""
+    from trl import SFTConfig
+
+    kwargs: dict[str, Any] = config.trainer_kwargs() | {
+        "max_length": config.max_length,
+        "warmup_steps": config.warmup_steps,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "weight_decay": config.weight_decay,
+        "completion_only_loss": True,
+        "save_total_limit": config.save_total_limit,
+        "eval_strategy": "no",
+        "disable_tqdm": False,
+    }
+    kwargs.update(config.trl_args)
+    return SFTConfig(**kwargs)
+
+
+def run_sft(config: SFTStageConfig, splits=None, callbacks: tuple = ()) -> StageResult:
+    """Train stage 1 (on ``splits`` if given, else on ``config.data``) and return where the model is."""
+    from verifier.train.completion_lm import CompletionOnlySFTTrainer
+    from verifier.train.data import to_dataset
+
+    splits, model, tokenizer = prepare_stage(
+        config, "sft", splits, augment_rate=config.augment_rate, max_eval_windows=config.max_eval_windows
+    )
+    log_path = Path(config.output_dir) / "agreement.jsonl"
+    callback = _agreement_callback(splits.eval, tokenizer, config, log_path)
+    trainer = CompletionOnlySFTTrainer(
+        model=model,
+        args=trl_sft_config(config),
+        train_dataset=to_dataset([window.sft_row() for window in splits.train]),
+        processing_class=tokenizer,
+        peft_config=config.peft_config(),
+        callbacks=[callback, *callbacks],
+        completion_only_logits=config.completion_only_logits,
+    )
+    model_dir, seconds = train_and_save(trainer, tokenizer, config)
+    return StageResult(
+        output_dir=config.output_dir,
+        model_dir=str(model_dir),
+        global_step=trainer.state.global_step,
+        steps_run=callback.steps_run,
+        train_seconds=seconds,
+        log_history=list(trainer.state.log_history),
+        agreement=callback.last,
+    )
