@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 
+from rubric_pipeline.core.server import BackgroundServer
+from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, load_corpus
 from rubric_pipeline.retrieval.bm25 import BM25Index
 
 logger = logging.getLogger(__name__)
@@ -86,37 +86,12 @@ def create_app(index: BM25Index, page_size: int = 10, max_pages: int = 20) -> Fa
 
 @contextlib.contextmanager
 def serve_in_thread(index: BM25Index, host: str = "127.0.0.1", page_size: int = 10) -> Iterator[str]:
-    """Serve ``index`` with uvicorn on a free port of ``host`` in a background thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(index, page_size), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="search-server"
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"search server on {host}:{port} did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    """Serve ``index`` on a free port of ``host`` in a background thread; yields the base URL."""
+    with BackgroundServer(create_app(index, page_size), host=host, name="search-server") as server:
+        yield server.url
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, load_corpus
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--corpus", help="corpus JSONL file or datasets directory to index")
@@ -129,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-
-    import uvicorn
 
     if args.index_dir:
         index = BM25Index.load(args.index_dir)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -210,35 +209,3 @@ async def _engine_state(probe: httpx.AsyncClient, url: str) -> str:
     except httpx.HTTPError:
         return "unreachable"
     return "ok" if response.status_code == 200 else f"status {response.status_code}"
-
-
-class BackgroundServer:
-    """Run an app with uvicorn on a thread (tests, benchmarks, notebooks); ``with`` starts and stops it."""
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
-        import uvicorn
-
-        from verifier.serve.engine import free_port
-
-        self.host, self.port = host, port or free_port(host)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
-        self.thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def __enter__(self) -> BackgroundServer:
-        self.thread = threading.Thread(target=self.server.run, name="rv-gateway", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start on {self.url}")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        if self.thread is not None:
-            self.thread.join(timeout=30)

@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from rubric_pipeline.core.records import LABELS
+from rubric_pipeline.core.server import BackgroundServer
 from verifier.integrations.openrlhf import get_reward, rubrics_label
 from verifier.integrations.trl import RubricReward, message_text
 from verifier.integrations.verl import Unjudgeable, compute_score
 from verifier.serve.cli import ServeConfig, build_app
-from verifier.serve.gateway import BackgroundServer
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 RUBRICS = ["Names the Sella river.", {"text": "Gives a year.", "importance": "okay"}, "Mentions a surveyor."]

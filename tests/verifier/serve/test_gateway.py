@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from rubric_pipeline.core.records import LABELS, Rubric
+from rubric_pipeline.core.server import BackgroundServer
 from verifier.serve.cli import ServeConfig, build_app
-from verifier.serve.gateway import BackgroundServer, create_app
+from verifier.serve.gateway import create_app
 from verifier.serve.service import Limits, RewardService, response_from_query
 
 QUESTION = "Which river flows through the city of Varn?"
