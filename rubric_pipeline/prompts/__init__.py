@@ -6,21 +6,16 @@ produced them.
 
 from __future__ import annotations
 
-import hashlib
-from functools import cache
-from pathlib import Path
 from string import Template
 
-PROMPTS_DIR = Path(__file__).resolve().parent
+from rubric_pipeline.core.prompts import PromptFiles
+
 PROMPT_NAMES: tuple[str, ...] = ("rewrite", "extract", "merge", "importance")
+FILES = PromptFiles(__name__, tuple(f"{name}.txt" for name in PROMPT_NAMES), prefix="build-1")
 
 
-@cache
 def load_prompt(name: str) -> Template:
-    path = PROMPTS_DIR / f"{name}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt template not found: {path}")
-    return Template(path.read_text(encoding="utf-8"))
+    return FILES.template(f"{name}.txt")
 
 
 def render_prompt(name: str, **values: object) -> str:
@@ -28,11 +23,4 @@ def render_prompt(name: str, **values: object) -> str:
     return load_prompt(name).substitute({key: str(value) for key, value in values.items()}).strip()
 
 
-def _version() -> str:
-    digest = hashlib.sha256()
-    for name in PROMPT_NAMES:
-        digest.update((PROMPTS_DIR / f"{name}.txt").read_bytes())
-    return f"build-1.{digest.hexdigest()[:8]}"
-
-
-PROMPT_VERSION: str = _version()
+PROMPT_VERSION: str = FILES.version

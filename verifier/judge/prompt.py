@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import io
 import itertools
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from string import Template
 
+from rubric_pipeline.core.prompts import PromptFiles
 from rubric_pipeline.core.records import LABELS
 
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 DEFAULT_WINDOW = 10
 OUTPUT_FORMATS: tuple[str, ...] = (
     "json", "python", "csv", "tsv", "yaml", "markdown", "xml", "numbered", "comma", "pipe",
@@ -51,25 +47,8 @@ class ParsedOutput:
 
 # ---------------------------------------------------------------- templates
 
-
-@cache
-def _template(name: str) -> Template:
-    return Template((PROMPTS_DIR / name).read_text(encoding="utf-8"))
-
-
-@cache
-def _json_data(name: str) -> dict[str, str]:
-    return json.loads((PROMPTS_DIR / name).read_text(encoding="utf-8"))
-
-
-def _version() -> str:
-    digest = hashlib.sha256()
-    for name in _TEMPLATE_FILES:
-        digest.update((PROMPTS_DIR / name).read_bytes())
-    return f"judge-1.{digest.hexdigest()[:8]}"
-
-
-PROMPT_VERSION: str = _version()
+PROMPTS = PromptFiles("verifier.judge.prompts", _TEMPLATE_FILES, prefix="judge-1")
+PROMPT_VERSION: str = PROMPTS.version
 
 
 def window_slices(n: int, size: int = DEFAULT_WINDOW) -> list[slice]:
@@ -88,10 +67,10 @@ def render_prefix(question: str, response: str, output_format: str = "json", rea
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
     instruction = (
-        _json_data("formats.json")[output_format] + "\n" + format_labels(EXAMPLE_LABELS, output_format)
+        PROMPTS.data("formats.json")[output_format] + "\n" + format_labels(EXAMPLE_LABELS, output_format)
     )
-    return _template("judge.txt").substitute(
-        reasoning_instruction=_json_data("reasoning.json")["with" if reasoning else "without"],
+    return PROMPTS.template("judge.txt").substitute(
+        reasoning_instruction=PROMPTS.data("reasoning.json")["with" if reasoning else "without"],
         format_instruction=instruction,
         question=question.strip(),
         response=response.strip(),
@@ -109,7 +88,7 @@ def render_prompt(
     if not rubric_texts:
         raise ValueError("a judging prompt needs at least one rubric")
     numbered = "\n".join(f"{index}. {_one_line(text)}" for index, text in enumerate(rubric_texts, start=1))
-    tail = _template("rubrics.txt").substitute(rubrics=numbered, n=len(rubric_texts))
+    tail = PROMPTS.template("rubrics.txt").substitute(rubrics=numbered, n=len(rubric_texts))
     return render_prefix(question, response, output_format, reasoning) + tail
 
 
