@@ -12,6 +12,7 @@ import hashlib
 import json
 import types
 import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,7 +58,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
         default = field.default if field.default is not dataclasses.MISSING else None
         if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = field.default_factory()  # type: ignore[misc]
-        help_text = f"{field.metadata.get('help', '')} (default: {default!r})"
+        shown = default.value if isinstance(default, Enum) else default
+        help_text = f"{field.metadata.get('help', '')} (default: {shown!r})"
         kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
         origin = typing.get_origin(annotation)
         if annotation is bool:
@@ -69,6 +71,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             group.add_argument(flag, type=annotation, metavar=field.name.upper(), **kwargs)
         elif origin is typing.Literal:
             group.add_argument(flag, choices=typing.get_args(annotation), **kwargs)
+        elif isinstance(annotation, type) and issubclass(annotation, Enum):
+            metavar = "|".join(member.value for member in annotation)
+            group.add_argument(flag, type=annotation, choices=list(annotation), metavar=metavar, **kwargs)
         elif optional or annotation is Any:
             group.add_argument(flag, type=str, **kwargs)
         else:  # nested or exotic types are recipe-only
@@ -134,6 +139,12 @@ def _check_type(value: Any, annotation: Any, what: str) -> Any:
         if value not in choices:
             raise ValueError(f"{what} must be one of {list(choices)}, got {value!r}")
         return value
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        try:
+            return annotation(value)
+        except ValueError:
+            choices = [member.value for member in annotation]
+            raise ValueError(f"{what} must be one of {choices}, got {value!r}") from None
     if annotation is bool:
         if isinstance(value, bool):
             return value

@@ -24,11 +24,11 @@ from rubric_pipeline.core.records import AUGMENT_PREFIX, LABELS, LabelledExample
 from verifier.data.labelled_io import load_labelled
 from verifier.eval.metrics import classification_report, score_agreement
 from verifier.judge.judges import Judgement, judge_all
+from verifier.judge.reward import Aggregation, aggregate
 from verifier.judge.runtime import JudgeOptions, open_judge
 
 logger = logging.getLogger(__name__)
 
-AGGREGATIONS = ("weighted", "all", "vital", "strict_all", "strict_vital")
 CREDITED = frozenset({"support", "partial_support"})
 NOT_NEGATIVE = frozenset({"regroup"})
 
@@ -90,10 +90,8 @@ def label_metrics(examples: Sequence[LabelledExample], judgements: Sequence[Judg
 
 def nugget_metrics(examples: Sequence[LabelledExample], judgements: Sequence[Judgement]) -> dict[str, Any]:
     """Per-response scores under every aggregation mode, predicted vs gold."""
-    from verifier.judge.reward import aggregate
-
     result: dict[str, Any] = {}
-    for mode in AGGREGATIONS:
+    for mode in Aggregation:
         pred_scores, gold_scores, undefined = [], [], 0
         for example, judgement in zip(examples, judgements, strict=True):
             if judgement.labels is None:
@@ -105,7 +103,7 @@ def nugget_metrics(examples: Sequence[LabelledExample], judgements: Sequence[Jud
                 continue
             pred_scores.append(pred_score)
             gold_scores.append(gold_score)
-        result[mode] = score_agreement(pred_scores, gold_scores) | {"undefined": undefined}
+        result[mode.value] = score_agreement(pred_scores, gold_scores) | {"undefined": undefined}
     return result
 
 

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from verifier.judge.reward import Aggregation
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class ServeConfig:
     token: str | None = option(
         None, help="bearer token clients must send (default: $RV_SERVE_TOKEN, else none)"
     )
-    aggregation: str = option("weighted", help="default reward aggregation: weighted|all|vital|strict_*")
+    aggregation: Aggregation = option(Aggregation.WEIGHTED, help="default reward aggregation")
     window: int = option(10, help="rubrics per engine request (one window)")
     warm_prefix: bool = option(
         False,

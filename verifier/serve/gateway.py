@@ -25,9 +25,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from rubric_pipeline.core.records import Rubric
+from verifier.judge.reward import Aggregation
 from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
-
-AggregationName = Literal["weighted", "all", "vital", "strict_all", "strict_vital"]
 
 
 class RubricIn(BaseModel):
@@ -59,7 +58,7 @@ class JudgeItemIn(BaseModel):
 
 class JudgeRequest(BaseModel):
     items: list[JudgeItemIn]
-    aggregation: AggregationName | None = None
+    aggregation: Aggregation | None = None
 
 
 class ItemResultOut(BaseModel):

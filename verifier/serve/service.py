@@ -21,8 +21,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rubric_pipeline.core.records import Rubric, RubricSet, iter_jsonl
-from verifier.judge.guard import DEGENERATE
+from verifier.judge.guard import DEGENERATE, is_degenerate
 from verifier.judge.judges import Judgement
+from verifier.judge.reward import Aggregation, score
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class RewardService:
         self,
         judge: Any,
         *,
-        aggregation: str = "weighted",
+        aggregation: Aggregation | str = Aggregation.WEIGHTED,
         limits: Limits | None = None,
         item_timeout_s: float = 120.0,
         rubric_sets: dict[str, RubricSet] | None = None,
@@ -165,8 +166,6 @@ class RewardService:
         caches blocks only once computed (vLLM caches them when scheduled, so it gains nothing there).
         ``unjudgeable_reward``: what ``/get_reward`` answers in place of ``null`` (OpenRLHF batches rewards
         into a float tensor); the sample stays flagged in ``extra_logs`` and counted as unjudgeable."""
-        from verifier.judge.reward import Aggregation
-
         self.judge = judge
         self.first_window = first_window
         self.unjudgeable_reward = unjudgeable_reward
@@ -215,16 +214,15 @@ class RewardService:
 
     # ------------------------------------------------------------------ judging
 
-    async def judge_items(self, items: Sequence[Item], aggregation: str | None = None) -> list[ItemResult]:
+    async def judge_items(
+        self, items: Sequence[Item], aggregation: Aggregation | str | None = None
+    ) -> list[ItemResult]:
         """Results in item order. Concurrency is bounded by the size limit here and by the client below."""
         self.check_size(items)
         async with self.slot():
             return list(await asyncio.gather(*(self.judge_item(item, aggregation) for item in items)))
 
-    async def judge_item(self, item: Item, aggregation: str | None = None) -> ItemResult:
-        from verifier.judge.guard import is_degenerate
-        from verifier.judge.reward import score
-
+    async def judge_item(self, item: Item, aggregation: Aggregation | str | None = None) -> ItemResult:
         started = time.perf_counter()
         try:
             if is_degenerate(item.response):  # before any model call: openers and punctuation score 0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from enum import StrEnum
 
 import pytest
 
@@ -69,3 +70,29 @@ def test_config_hash_changes_with_values():
 def test_bad_bool_flag_is_rejected():
     with pytest.raises(SystemExit):
         parse(["--flag", "maybe"])
+
+
+class Mode(StrEnum):
+    FAST = "fast"
+    SLOW = "slow"
+
+
+@dataclass
+class ModeConfig:
+    mode: Mode = option(Mode.FAST, help="a mode")
+
+
+def test_enum_fields_take_their_values_from_flags_and_recipes(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, ModeConfig)
+    assert build_config(ModeConfig, None, None, parser.parse_args(["--mode", "slow"])).mode is Mode.SLOW
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "medium"])
+    assert "--mode" in capsys.readouterr().err
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage:\n  mode: slow\n")
+    assert build_config(ModeConfig, recipe, "stage", None).mode is Mode.SLOW
+    recipe.write_text("stage:\n  mode: medium\n")
+    with pytest.raises(ValueError, match=r"'mode' must be one of \['fast', 'slow'\], got 'medium'"):
+        build_config(ModeConfig, recipe, "stage", None)
+    assert config_hash(ModeConfig(Mode.SLOW)) == config_hash({"mode": "slow"})
