@@ -28,6 +28,7 @@ from rubric_pipeline.core.records import (
     write_jsonl,
 )
 from verifier.data.labelled_io import read_labelled_input
+from verifier.judge.prompt import window_slices
 
 logger = logging.getLogger(__name__)
 
@@ -176,10 +177,8 @@ def regroup(
         n = len(example.rubrics)
         for round_index in range(rounds):
             order = rng.sample(range(n), n)
-            start, window_index = 0, 0
-            while start < n:
-                size = rng.randint(window_min, window_max)
-                part = order[start : start + size]
+            slices = window_slices(n, window_min, max_size=window_max, rng=rng)
+            for window_index, part in enumerate(order[window] for window in slices):
                 out.append(
                     LabelledExample(
                         qid=example.qid,
@@ -191,8 +190,6 @@ def regroup(
                         label_source=AUGMENT_PREFIX + REGROUP,
                     )
                 )
-                start += size
-                window_index += 1
     return out
 
 

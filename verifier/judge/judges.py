@@ -5,7 +5,7 @@
 split into windows (``prompt.window_slices``), every
 window of a response is sent concurrently with its output constrained to ``prompt.label_schema(n)``, and
 ``samples > 1`` votes per rubric over sampled completions. Baselines that need no LLM live in
-:mod:`verifier.judge.baselines` and are re-exported here.
+:mod:`verifier.judge.baselines`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from rubric_pipeline.core.llm import LLMClient, LLMError
 from rubric_pipeline.core.records import LABEL_SCORES, Label, Rubric
-
-if TYPE_CHECKING:
-    from rubric_pipeline.core.llm import LLMClient
-
-from verifier.judge.guard import DEGENERATE
+from verifier.judge import prompt
+from verifier.judge.guard import DEGENERATE, is_degenerate
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +98,6 @@ class LLMJudge:
         name: str | None = None,
         degenerate_guard: bool = True,
     ):
-        from verifier.judge import prompt
-
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         if samples > 1 and temperature <= 0:
@@ -121,9 +117,6 @@ class LLMJudge:
         self._windows = asyncio.Semaphore(max_windows_in_flight)
 
     async def judge(self, question: str, response: str, rubrics: list[Rubric]) -> Judgement:
-        from verifier.judge import prompt
-        from verifier.judge.guard import is_degenerate
-
         if not rubrics:
             return Judgement(labels=None, error="no rubrics to judge")
         if self.degenerate_guard and is_degenerate(response):
@@ -149,9 +142,6 @@ class LLMJudge:
         self, question: str, response: str, rubrics: list[Rubric]
     ) -> tuple[list[str], list[str], str | None]:
         """Labels for one window, its raw texts, and an error (None when it parsed)."""
-        from rubric_pipeline.core.llm import LLMError
-        from verifier.judge import prompt
-
         n = len(rubrics)
         messages = prompt.render_messages(question, response, [rubric.text for rubric in rubrics])
         async with self._windows:

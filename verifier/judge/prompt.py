@@ -14,6 +14,7 @@ import csv
 import io
 import itertools
 import json
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,11 +52,22 @@ PROMPTS = PromptFiles("verifier.judge.prompts", _TEMPLATE_FILES, prefix="judge-1
 PROMPT_VERSION: str = PROMPTS.version
 
 
-def window_slices(n: int, size: int = DEFAULT_WINDOW) -> list[slice]:
-    """Consecutive windows of at most ``size`` rubrics covering ``range(n)``."""
-    if size < 1:
-        raise ValueError(f"window size must be >= 1, got {size}")
-    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+def window_slices(
+    n: int, size: int = DEFAULT_WINDOW, *, max_size: int | None = None, rng: random.Random | None = None
+) -> list[slice]:
+    """Consecutive windows covering ``range(n)``: ``size`` rubrics each (the last may be shorter), or, with
+    ``max_size``, each of a size drawn from ``rng.randint(size, max_size)`` (the training mix of 1..10)."""
+    largest = size if max_size is None else max_size
+    if not 1 <= size <= largest:
+        raise ValueError(f"window sizes need 1 <= min <= max, got {size}..{largest}")
+    if max_size is not None and rng is None:
+        raise ValueError("window_slices: drawn window sizes (max_size) need an rng")
+    slices, start = [], 0
+    while start < n:
+        step = size if max_size is None else rng.randint(size, max_size)
+        slices.append(slice(start, min(start + step, n)))
+        start += step
+    return slices
 
 
 def _one_line(text: str) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rubric_pipeline.core.records import AUGMENT_PREFIX, LabelledExample
+from verifier.data.labelled_io import read_labelled_input
+from verifier.judge.prompt import OUTPUT_FORMATS, format_labels, render_messages, window_slices
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ class Window:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def messages(self) -> list[dict[str, str]]:
-        from verifier.judge.prompt import render_messages
-
         return render_messages(
             self.question,
             self.response,
@@ -60,8 +60,6 @@ class Window:
         )
 
     def target(self) -> str:
-        from verifier.judge.prompt import format_labels
-
         return format_labels(self.labels, self.output_format)
 
     def sft_row(self) -> dict[str, Any]:
@@ -81,8 +79,6 @@ class Window:
 
 def read_labelled(path: str | Path, split: str = "train") -> list[LabelledExample]:
     """Labelled examples from JSONL (ours or TREC) or a ``datasets`` dir, as ``augment`` reads them."""
-    from verifier.data.labelled_io import read_labelled_input
-
     return read_labelled_input(path, split)
 
 
@@ -134,8 +130,6 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
         raise ValueError(
             f"need 1 <= window_min <= window_max, got {options.window_min}..{options.window_max}"
         )
-    from verifier.judge.prompt import OUTPUT_FORMATS
-
     unknown = sorted(set(options.output_formats) - set(OUTPUT_FORMATS))
     if unknown or not options.output_formats:
         raise ValueError(f"unknown output formats {unknown}; known: {list(OUTPUT_FORMATS)}")
@@ -145,11 +139,8 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
         pairs = [(rubric.text, label) for rubric, label in zip(example.rubrics, example.labels, strict=True)]
         if options.shuffle_rubrics:
             rng.shuffle(pairs)
-        start = 0
-        while start < len(pairs):
-            size = rng.randint(options.window_min, options.window_max)
-            chunk = pairs[start : start + size]
-            start += size
+        for part in window_slices(len(pairs), options.window_min, max_size=options.window_max, rng=rng):
+            chunk = pairs[part]
             windows.append(
                 Window(
                     qid=example.qid,

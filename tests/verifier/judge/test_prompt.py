@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from rubric_pipeline.core.records import LABELS
@@ -44,6 +46,17 @@ def test_window_slices():
     assert prompt.window_slices(21, 10) == [slice(0, 10), slice(10, 20), slice(20, 21)]
     with pytest.raises(ValueError):
         prompt.window_slices(3, 0)
+
+
+def test_window_slices_with_drawn_sizes_cover_every_rubric_once():
+    slices = prompt.window_slices(23, 2, max_size=5, rng=random.Random(3))
+    assert [i for part in slices for i in range(23)[part]] == list(range(23))
+    assert all(2 <= part.stop - part.start <= 5 for part in slices[:-1]) and slices[-1].stop == 23
+    assert prompt.window_slices(23, 2, max_size=5, rng=random.Random(3)) == slices  # seeded
+    with pytest.raises(ValueError, match="need an rng"):
+        prompt.window_slices(3, 1, max_size=4)
+    with pytest.raises(ValueError, match="1 <= min <= max"):
+        prompt.window_slices(3, 5, max_size=4, rng=random.Random(0))
 
 
 def test_label_schema():
