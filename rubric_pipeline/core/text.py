@@ -1,17 +1,20 @@
-"""Small text helpers shared by the build stages: tokens, stopwords, sentences, near-duplicate tests."""
+"""The one text-normalisation module: tokens, stopwords, a light stemmer, sentences, near-duplicate tests.
+
+Used by the build stages (rewrite, extract) and the lexical and embedding baseline judges alike.
+"""
 
 from __future__ import annotations
 
 import re
 
 STOPWORDS: frozenset[str] = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had has
-    have having he her here hers herself him himself his how i if in into is it its itself just me more
-    most my myself no nor not now of off on once only or other our ours ourselves out over own same she
-    should so some such than that the their theirs them themselves then there these they this those
-    through to too under until up very was we were what when where which while who whom why will with
-    would you your yours yourself yourselves""".split()  # noqa: SIM905
+    """a about above after again against all also am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just may me might more
+    most must my myself no nor not now of off on once only or other our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those through
+    to too under until up very was we were what when where which while who whom why will with would you your
+    yours yourself yourselves""".split()  # noqa: SIM905
 )
 PRONOUNS: frozenset[str] = frozenset(
     "it its they them their he him his she her this these those that we our you i".split()  # noqa: SIM905
@@ -26,9 +29,21 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def content_tokens(text: str) -> list[str]:
-    """Tokens without stopwords and one-character tokens."""
-    return [tok for tok in tokens(text) if tok not in STOPWORDS and len(tok) > 1]
+def content_tokens(text: str, stem: bool = False) -> list[str]:
+    """Tokens without stopwords and one-character words (single digits stay); ``stem`` applies
+    :func:`light_stem` to each."""
+    kept = [tok for tok in tokens(text) if tok not in STOPWORDS and (len(tok) > 1 or tok.isdigit())]
+    return [light_stem(tok) for tok in kept] if stem else kept
+
+
+def light_stem(token: str) -> str:
+    """Strip a plural ``-s`` and one ``-ing``/``-ed`` from longer words, so inflections match."""
+    if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
+        token = token[:-1]
+    for suffix in ("ing", "ed"):
+        if len(token) > len(suffix) + 3 and token.endswith(suffix):
+            return token[: -len(suffix)]
+    return token
 
 
 def normalize(text: str) -> str:

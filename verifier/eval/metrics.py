@@ -1,8 +1,9 @@
-"""Rubric-level classification metrics and score agreement, kept free of heavy imports.
+"""Rubric-level classification metrics (``sklearn.metrics``) and score agreement.
 
-Labels are compared as strings from :data:`rubric_pipeline.core.records.LABELS`; the
-confusion matrix is indexed
-``[gold][predicted]`` in that order.
+Labels are compared as strings from :data:`rubric_pipeline.core.records.LABELS`; the confusion matrix is
+indexed ``[gold][predicted]`` in that order. A label never predicted scores precision 0 (sklearn's
+``zero_division=0``), so a judge that ignores a label is not rewarded with a NaN. sklearn and scipy are
+imported on first use (seconds), so ``rubric-verifier eval --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ from typing import Any
 from rubric_pipeline.core.records import LABELS
 
 
+def _checked(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> None:
+    """sklearn drops pairs whose labels are not in ``labels``; here that is an error naming the pair."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
+    known = set(labels)
+    for g, p in zip(gold, pred, strict=True):
+        if g not in known or p not in known:
+            raise ValueError(f"unknown label in pair ({g!r}, {p!r}); expected one of {list(labels)}")
+
+
 def confusion_matrix(
     gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] = LABELS
 ) -> list[list[int]]:
     """Counts ``matrix[i][j]`` of rubrics with gold label ``labels[i]`` predicted as ``labels[j]``."""
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for g, p in zip(gold, pred, strict=True):
-        if g not in index or p not in index:
-            raise ValueError(f"unknown label in pair ({g!r}, {p!r}); expected one of {list(labels)}")
-        matrix[index[g]][index[p]] += 1
-    return matrix
+    _checked(gold, pred, labels)
+    if not gold:
+        return [[0] * len(labels) for _ in labels]
+    from sklearn import metrics
 
-
-def _safe_ratio(numerator: float, denominator: float) -> float:
-    """0/0 counts as 0 (the sklearn ``zero_division=0`` convention) so a never-predicted label scores 0."""
-    return numerator / denominator if denominator else 0.0
+    return metrics.confusion_matrix(list(gold), list(pred), labels=list(labels)).tolist()
 
 
 def classification_report(
@@ -39,21 +42,29 @@ def classification_report(
 ) -> dict[str, Any]:
     """Per-label precision/recall/F1/support, macro-F1 (unweighted over ``labels``), accuracy, confusion."""
     matrix = confusion_matrix(gold, pred, labels)
-    total = sum(map(sum, matrix))
-    per_label: dict[str, dict[str, float]] = {}
-    for i, label in enumerate(labels):
-        true_positive = matrix[i][i]
-        predicted = sum(row[i] for row in matrix)
-        actual = sum(matrix[i])
-        precision = _safe_ratio(true_positive, predicted)
-        recall = _safe_ratio(true_positive, actual)
-        f1 = _safe_ratio(2 * precision * recall, precision + recall)
-        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": actual}
-    correct = sum(matrix[i][i] for i in range(len(labels)))
+    if gold:
+        from sklearn import metrics
+
+        precision, recall, f1, support = metrics.precision_recall_fscore_support(
+            list(gold), list(pred), labels=list(labels), zero_division=0
+        )
+        accuracy = metrics.accuracy_score(list(gold), list(pred))
+    else:  # nothing judged: every figure 0 rather than sklearn's error on empty input
+        precision = recall = f1 = support = [0] * len(labels)
+        accuracy = 0.0
+    per_label = {
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
     return {
-        "n": total,
-        "accuracy": _safe_ratio(correct, total),
-        "macro_f1": sum(stats["f1"] for stats in per_label.values()) / len(labels),
+        "n": len(gold),
+        "accuracy": float(accuracy),
+        "macro_f1": math.fsum(stats["f1"] for stats in per_label.values()) / len(labels),
         "per_label": per_label,
         "confusion": {"labels": list(labels), "matrix": matrix},
     }
@@ -65,16 +76,11 @@ def macro_f1(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] = L
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson correlation; None when undefined (fewer than 2 points or a constant series)."""
-    n = len(x)
-    if n < 2 or n != len(y):
+    if len(x) < 2 or len(x) != len(y) or len(set(x)) < 2 or len(set(y)) < 2:
         return None
-    mean_x, mean_y = sum(x) / n, sum(y) / n
-    cov = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y, strict=True))
-    var_x = sum((a - mean_x) ** 2 for a in x)
-    var_y = sum((b - mean_y) ** 2 for b in y)
-    if var_x == 0 or var_y == 0:
-        return None
-    return cov / math.sqrt(var_x * var_y)
+    from scipy.stats import pearsonr
+
+    return float(pearsonr(list(x), list(y)).statistic)
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
