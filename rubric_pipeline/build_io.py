@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rubric_pipeline.core.records import RecordError, RubricSet, iter_jsonl, require, write_jsonl
+from rubric_pipeline.core.records import (
+    RecordError,
+    RubricSet,
+    iter_jsonl,
+    require,
+    rubric_set_features,
+    write_jsonl,
+)
+from rubric_pipeline.trec import write_trec_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +88,12 @@ def read_gold(path: str | Path) -> dict[str, dict[str, list[str]]]:
 
 def write_trec_rubrics(path: str | Path, rubric_sets: Sequence[RubricSet]) -> None:
     """Nuggetizer/TREC jsonl form of the rubric sets."""
-    from rubric_pipeline.trec import write_trec_jsonl
-
     write_trec_jsonl(path, list(rubric_sets))
 
 
 def write_outputs(output: Path, rubric_sets: Sequence[RubricSet]) -> None:
     """``dataset/`` (replaced atomically), ``rubrics.parquet`` and ``rubrics.trec.jsonl``."""
     from datasets import Dataset
-
-    from rubric_pipeline.core.records import rubric_set_features
 
     dataset = Dataset.from_list([rs.to_dict() for rs in rubric_sets], features=rubric_set_features())
     staging, final = output / "dataset.tmp", output / "dataset"

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from rubric_pipeline.core.llm import LLMError
 from rubric_pipeline.prompts import render_prompt
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ async def ask_parsed(
     ``parse`` counts ``<template>.llm_failures``, logs a warning naming ``about`` and returns ``None``.
     ``structured`` holds the structured-output keyword (``json_schema=``, ``choice=`` or ``regex=``).
     """
-    from rubric_pipeline.core.llm import LLMError
-
     if api not in LLM_APIS:  # a configuration error, not a failed call: raise it
         raise ValueError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
     events = events if events is not None else Counter()

@@ -20,14 +20,13 @@ import numpy as np
 from rubric_pipeline.core.records import DEFAULT_WEIGHTS, Importance, Rubric, Source
 from rubric_pipeline.extract import Candidate, clean_nugget, nugget_pattern
 from rubric_pipeline.llm_call import ask_parsed
+from rubric_pipeline.retrieval.dense import encode, load_encoder
 
 logger = logging.getLogger(__name__)
 
 
 def embed(texts: Sequence[str], model: str | None = None, batch_size: int = 64) -> np.ndarray:
     """Unit-normalized float32 embeddings (all-MiniLM-L6-v2 by default, the retriever's shared encoder)."""
-    from rubric_pipeline.retrieval.dense import encode, load_encoder
-
     if not texts:
         encoder = load_encoder(model)
         dimension = getattr(encoder, "get_embedding_dimension", encoder.get_sentence_embedding_dimension)()

@@ -27,8 +27,15 @@ from typing import Any
 from rubric_pipeline.build_config import BuildConfig
 from rubric_pipeline.build_io import ProgressLog, read_gold, write_outputs
 from rubric_pipeline.core.config import add_config_arguments, build_config
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.core.records import RubricSet, read_questions
+from rubric_pipeline.corpus import load_corpus
+from rubric_pipeline.demo_world import generate_world
 from rubric_pipeline.prompts import PROMPT_VERSION
+from rubric_pipeline.retrieval.federated import FederatedRetriever
+from rubric_pipeline.retrieval.hybrid import HybridRetriever
+from rubric_pipeline.retrieval.web import HTTPSearchBackend, WebSearchError
+from rubric_pipeline.scoring import recall_at_k, rubric_scores
 from rubric_pipeline.stages import STAGES, Builder, Timer
 
 logger = logging.getLogger(__name__)
@@ -39,8 +46,6 @@ def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file, not a folder")
     if config.corpus is None and config.demo_world:
-        from rubric_pipeline.demo_world import generate_world
-
         world_dir = output / "world"
         generate_world(seed=config.demo_seed).write(world_dir)
         config = dataclasses.replace(
@@ -66,11 +71,6 @@ async def build_async(
 ) -> dict[str, Any]:
     """Build (or resume) the rubric dataset in ``output``; returns the stats also written to stats.json."""
     from tqdm.auto import tqdm
-
-    from rubric_pipeline.corpus import load_corpus
-    from rubric_pipeline.retrieval.federated import FederatedRetriever
-    from rubric_pipeline.retrieval.hybrid import HybridRetriever
-    from rubric_pipeline.retrieval.web import HTTPSearchBackend
 
     output = Path(output)
     config = _prepare_inputs(config, output)
@@ -105,8 +105,6 @@ async def build_async(
             retriever = FederatedRetriever(local, web, rrf_k=config.rrf_k)
             client = None
             if config.llm_url:
-                from rubric_pipeline.core.llm import LLMClient, LLMConfig
-
                 llm_config = LLMConfig(
                     base_urls=list(config.llm_url),
                     model=config.model,
@@ -161,8 +159,6 @@ def score_records(
     records: list[dict[str, Any]], gold: dict[str, dict[str, list[str]]], config: BuildConfig
 ) -> dict:
     """Retrieval recall@k (fused queries and the question alone) and rubric recall/precision vs gold."""
-    from rubric_pipeline.scoring import recall_at_k, rubric_scores
-
     qids = {r["rubric_set"]["qid"] for r in records}
     gold_passages = {qid: g["passages"] for qid, g in gold.items() if qid in qids}
     gold_nuggets = {qid: g["nuggets"] for qid, g in gold.items() if qid in qids}
@@ -198,8 +194,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rubric_pipeline.retrieval.web import WebSearchError
-
     config = build_config(BuildConfig, args.recipe, "build", args)
     try:
         stats = build(config, args.output)

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from rubric_pipeline.merge import embed
+
 MATCH_THRESHOLD = 0.75
 
 
@@ -50,8 +52,6 @@ def rubric_scores(
 
     A question with gold but no rubrics counts recall 0 and is left out of precision.
     """
-    from rubric_pipeline.merge import embed
-
     recalls: list[float] = []
     precisions: list[float] = []
     for qid, gold_texts in gold.items():

@@ -15,8 +15,9 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rubric_pipeline.build_config import BuildConfig
 from rubric_pipeline.core.records import Passage, RubricSet
 from rubric_pipeline.corpus import index_text
 from rubric_pipeline.extract import (
@@ -27,14 +28,18 @@ from rubric_pipeline.extract import (
     question_anchors,
     question_coverage,
 )
-from rubric_pipeline.merge import group_candidates, llm_importance, llm_merge, offline_importance, to_rubrics
+from rubric_pipeline.merge import (
+    embed,
+    group_candidates,
+    llm_importance,
+    llm_merge,
+    offline_importance,
+    to_rubrics,
+)
 from rubric_pipeline.prompts import PROMPT_VERSION
+from rubric_pipeline.retrieval.federated import FederatedRetriever
 from rubric_pipeline.retrieval.fusion import rrf
 from rubric_pipeline.rewrite import expand_offline, expand_with_llm
-
-if TYPE_CHECKING:
-    from rubric_pipeline.build_config import BuildConfig
-    from rubric_pipeline.retrieval.federated import FederatedRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +177,6 @@ class Builder:
         return candidates
 
     async def merge(self, questions: Sequence[tuple[str, str]], candidates: list[list[Candidate]]) -> list:
-        from rubric_pipeline.merge import embed
-
         cfg, start = self.config, time.perf_counter()
         nuggets = [c.text for group in candidates for c in group]
         vectors = embed(nuggets, cfg.dense_model) if nuggets else None  # none found: no encoder to load

@@ -23,6 +23,10 @@ import httpx
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
 from rubric_pipeline.core.records import LabelledExample, iter_jsonl, write_jsonl
+from verifier.cli import main
+from verifier.models import default_models_dir
+from verifier.serve.engine import EngineConfig, VLLMEngine, free_port
+from verifier.train.data import split_by_question
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +67,6 @@ class Demo:
         return result
 
     def cli(self, *argv: str) -> None:
-        from verifier.cli import main
-
         code = main([str(arg) for arg in argv])
         if code != 0:
             raise RuntimeError(f"`rubric-verifier {' '.join(map(str, argv))}` exited with {code}")
@@ -85,8 +87,6 @@ class Demo:
         return json.loads((target / "stats.json").read_text())
 
     def split_responses(self) -> tuple[Path, Path]:
-        from verifier.train.data import split_by_question
-
         path = Path(self.config.world) / "responses.jsonl"
         examples = [LabelledExample.from_dict(record) for _, record in iter_jsonl(path)]
         train, heldout = split_by_question(examples, self.config.heldout_fraction, self.config.seed)
@@ -149,14 +149,11 @@ class Demo:
     def gemma_dir(self) -> str:
         if self.config.gemma_model:
             return self.config.gemma_model
-        from verifier.models import default_models_dir
 
         return str(default_models_dir() / "gemma-3-270m")
 
     def serve_evaluate_and_score(self, model_dir: Path, eval_set: Path) -> None:
         """Start `rubric-verifier serve` as users do; evaluate via its engine, then score via the gateway."""
-        from verifier.serve.engine import free_port
-
         port, engine_port = free_port(), free_port()
         log = (self.out / "serve.log").open("w")
         command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir),
@@ -225,8 +222,6 @@ class Demo:
     # ------------------------------------------------------------------ run
 
     def engine(self, model: str, log_name: str):
-        from verifier.serve.engine import EngineConfig, VLLMEngine
-
         log_path = str(self.out / log_name)
         config = EngineConfig(
             model=model,

@@ -19,6 +19,7 @@ from rubric_pipeline.core.records import (
     iter_jsonl,
     require,
 )
+from rubric_pipeline.trec import read_trec_labelled
 
 _DATASET_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes (DatasetDict, Dataset)
 
@@ -127,8 +128,6 @@ def read_labelled_input(path: str | Path, split: str | None = "train") -> list[L
     else:
         first = next(iter_jsonl(path), (0, {}))[1]
         if "answer_text" in first and "nuggets" in first:
-            from rubric_pipeline.trec import read_trec_labelled
-
             return read_trec_labelled(path)
         examples = [parse_labelled(record, path, line) for line, record in iter_jsonl(path)]
     if not examples:

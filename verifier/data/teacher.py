@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.llm import LLMClient, LLMConfig, LLMError
 from rubric_pipeline.core.records import (
     LabelledExample,
     RecordError,
@@ -27,6 +28,8 @@ from rubric_pipeline.core.records import (
     require,
     write_jsonl,
 )
+from rubric_pipeline.trec import read_trec_labelled, read_trec_rubric_sets
+from verifier.data.labelled_io import load_saved_dataset, parse_rubrics
 from verifier.judge.judges import Judge, Judgement, judge_all
 from verifier.judge.runtime import JudgeOptions, open_judge
 
@@ -74,8 +77,6 @@ RUBRIC_SETS_INPUT = "a RubricSet jsonl, a TREC nuggets jsonl or a `datasets` fol
 
 def parse_rubric_set(record: dict[str, Any], source: Path, where: int | str) -> RubricSet:
     """A :class:`RubricSet` from one record, every field checked; RecordError names the bad one."""
-    from verifier.data.labelled_io import parse_rubrics
-
     qid, question = (require(record, name, source, where) for name in ("qid", "question"))
     queries = record.get("queries") or []
     meta = record.get("meta") or {}
@@ -105,15 +106,11 @@ def load_rubric_sets(path: str | Path) -> dict[str, RubricSet]:
     """RubricSets by qid from a datasets dir, a RubricSet jsonl or a TREC nuggetizer jsonl."""
     path = Path(path)
     if path.is_dir():
-        from verifier.data.labelled_io import load_saved_dataset
-
         rows = load_saved_dataset(path, RUBRIC_SETS_INPUT)
         sets = [parse_rubric_set(row, path, str(row.get("qid") or f"row {i}")) for i, row in enumerate(rows)]
     elif not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; expected {RUBRIC_SETS_INPUT}")
     elif _is_trec(path, with_answers=False):
-        from rubric_pipeline.trec import read_trec_rubric_sets
-
         _reject_gold_nuggets(path)
 
         sets = read_trec_rubric_sets(path)
@@ -138,8 +135,6 @@ def load_responses(path: str | Path) -> list[tuple[str, str, str]]:
             f"{path}: {problem}; expected a {{qid, response_id, response}} jsonl or a TREC jsonl"
         )
     if _is_trec(path):
-        from rubric_pipeline.trec import read_trec_labelled
-
         return [(ex.qid, ex.response_id, ex.response) for ex in read_trec_labelled(path)]
     responses = []
     for line, record in iter_jsonl(path):
@@ -166,8 +161,6 @@ async def generate_responses(
     client: Any, rubric_sets: dict[str, RubricSet], n: int, temperature: float, max_tokens: int, skip: set
 ) -> list[tuple[str, str, str]]:
     """``n`` sampled answers per question (ids ``<qid>:gen<i>``); questions fully done are skipped."""
-    from rubric_pipeline.core.llm import LLMError
-
     wanted = {qid: [i for i in range(n) if (qid, f"{qid}:gen{i}") not in skip] for qid in rubric_sets}
     wanted = {qid: indices for qid, indices in wanted.items() if indices}
     semaphore = asyncio.Semaphore(16)
@@ -252,8 +245,6 @@ async def label_responses(
 
 async def _generate(config: LabelConfig, rubric_sets: dict[str, RubricSet], judge: Judge, done: set) -> list:
     if config.gen_url:
-        from rubric_pipeline.core.llm import LLMClient, LLMConfig
-
         model = config.gen_model or config.model
         async with LLMClient(LLMConfig(base_urls=list(config.gen_url), model=model)) as client:
             return await generate_responses(

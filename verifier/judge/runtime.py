@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from verifier.data.labelled_io import load_labelled
-from verifier.judge.judges import Judge
+from verifier.judge.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
+from verifier.judge.judges import Judge, LLMJudge
+from verifier.serve.engine import EngineConfig, VLLMEngine
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +52,6 @@ def fit_required(kind: str) -> bool:
 
 
 def build_baseline(options: JudgeOptions, fit_examples: list[Any] | None) -> Any:
-    from verifier.judge.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
-
     judge: Any
     if options.judge == "lexical":
         judge = LexicalJudge()
@@ -81,14 +82,9 @@ async def open_judge(options: JudgeOptions) -> AsyncIterator[Judge]:
         yield build_baseline(options, fit_examples)
         return
 
-    from rubric_pipeline.core.llm import LLMClient, LLMConfig
-    from verifier.judge.judges import LLMJudge
-
     with ExitStack() as stack:
         urls, model = list(options.llm_url), options.model
         if options.serve_model:
-            from verifier.serve.engine import EngineConfig, VLLMEngine
-
             engine_kwargs: dict[str, Any] = {
                 "model": options.serve_model,
                 "max_model_len": options.max_model_len,

@@ -21,7 +21,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
+from verifier.judge.judges import LLMJudge
 from verifier.judge.reward import Aggregation
+from verifier.serve.engine import EngineConfig, VLLMEngine
+from verifier.serve.gateway import create_app
+from verifier.serve.service import Limits, RewardService, load_rubric_sets
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +119,6 @@ async def discover_model(base_url: str) -> str:
 @asynccontextmanager
 async def open_service(config: ServeConfig, base_urls: list[str], model: str, metrics) -> AsyncIterator:
     """LLMClient -> LLMJudge -> RewardService, opened on the running event loop."""
-    from rubric_pipeline.core.llm import LLMClient, LLMConfig
-    from verifier.judge.judges import LLMJudge
-    from verifier.serve.service import Limits, RewardService, load_rubric_sets
-
     llm_config = LLMConfig(
         base_urls=base_urls,
         model=model,
@@ -141,8 +142,6 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
 
 
 def build_app(config: ServeConfig, base_urls: list[str], model: str):
-    from verifier.serve.gateway import create_app
-
     return create_app(
         open_service=lambda metrics: open_service(config, base_urls, model, metrics),
         token=config.token or os.environ.get("RV_SERVE_TOKEN") or None,
@@ -151,8 +150,6 @@ def build_app(config: ServeConfig, base_urls: list[str], model: str):
 
 
 def start_engine(config: ServeConfig):
-    from verifier.serve.engine import EngineConfig, VLLMEngine
-
     if not config.model:
         raise ValueError("give --model DIR (the verifier to serve) or --engine-url of running engines")
     engine_config = EngineConfig(
