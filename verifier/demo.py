@@ -149,7 +149,6 @@ class Demo:
     def gemma_dir(self) -> str:
         if self.config.gemma_model:
             return self.config.gemma_model
-
         return str(default_models_dir() / "gemma-3-270m")
 
     def serve_evaluate_and_score(self, model_dir: Path, eval_set: Path) -> None:
