@@ -1,6 +1,7 @@
 """The one text-normalisation module: tokens, stopwords, a light stemmer, sentences, near-duplicate tests.
 
-Used by the build stages (rewrite, extract) and the lexical and embedding baseline judges alike.
+Used by the build stages (rewrite, extract), the lexical and embedding baseline judges and the truncation
+augmentation (whose first-sentence cut and word sets work in any script) alike.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ PRONOUNS: frozenset[str] = frozenset(
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_ANY_SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)|[。！？]")  # CJK enders need no space after them
+_LONG_WORD = re.compile(r"[^\W_]{4,}")
 
 
 def tokens(text: str) -> list[str]:
@@ -66,3 +69,16 @@ def split_sentences(text: str) -> list[str]:
     for block in re.split(r"\n+", text):
         sentences.extend(part.strip() for part in _SENTENCE_END.split(block) if part.strip())
     return sentences
+
+
+def first_sentence(text: str) -> str:
+    """The first line of ``text`` up to and including its first sentence end, in any script."""
+    first = text.strip().split("\n", 1)[0].strip()
+    end = _ANY_SENTENCE_END.search(first)
+    return first[: end.end()] if end is not None else first
+
+
+def long_words(text: str) -> set[str]:
+    """Casefolded words of four or more letters or digits, in any script: content words without a
+    language-specific stopword list."""
+    return {word.casefold() for word in _LONG_WORD.findall(text)}

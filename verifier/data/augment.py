@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import random
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from rubric_pipeline.core.records import (
     labelled_features,
     write_jsonl,
 )
+from rubric_pipeline.core.text import first_sentence, long_words
 from verifier.data.labelled_io import read_labelled_input
 from verifier.judge.prompt import window_slices
 
@@ -41,9 +41,6 @@ TRUNCATION = "truncation"
 REGROUP = "regroup"
 FAMILIES: tuple[str, ...] = (*MASTER_KEYS, TRUNCATION)
 SPLITS = ("train", "heldout_keys")
-
-_SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)|[。！？]")
-_CONTENT_WORD = re.compile(r"[^\W_]{4,}")
 
 
 @dataclass
@@ -119,19 +116,10 @@ def truncate(response: str, max_words: int = 8) -> str | None:
     """The first sentence (or opener line) of a response, at most ``max_words`` words; None if that is the
     whole response (then it is no truncation)."""
     text = response.strip()
-    first = text.split("\n", 1)[0].strip()
-    end = _SENTENCE_END.search(first)
-    if end is not None:
-        first = first[: end.end()]
-    words = first.split()
-    first = " ".join(words[:max_words])
+    first = " ".join(first_sentence(text).split()[:max_words])
     if not first or " ".join(text.split()) == first:
         return None
     return first
-
-
-def _content_words(text: str) -> set[str]:
-    return {word.casefold() for word in _CONTENT_WORD.findall(text)}
 
 
 def truncation_examples(
@@ -148,9 +136,9 @@ def truncation_examples(
         cut = truncate(example.response, max_words) if example.rubrics else None
         if cut is None:
             continue
-        words = _content_words(cut)
+        words = long_words(cut)
         for rubric, label in zip(example.rubrics, example.labels, strict=True):
-            rubric_words = _content_words(rubric.text)
+            rubric_words = long_words(rubric.text)
             if (
                 label != Label.NOT_SUPPORT
                 and rubric_words

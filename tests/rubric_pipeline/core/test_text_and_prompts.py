@@ -7,7 +7,15 @@ import pytest
 
 from rubric_pipeline import prompts as build_prompts
 from rubric_pipeline.core.prompts import PromptFiles
-from rubric_pipeline.core.text import STOPWORDS, content_tokens, light_stem, split_sentences, tokens
+from rubric_pipeline.core.text import (
+    STOPWORDS,
+    content_tokens,
+    first_sentence,
+    light_stem,
+    long_words,
+    split_sentences,
+    tokens,
+)
 from verifier.judge import prompt as judge_prompt
 
 
@@ -29,6 +37,19 @@ def test_light_stem_matches_inflections_only_on_longer_words():
 def test_split_sentences_at_capitals_and_newlines():
     text = "It opened at 9 a.m. today. It rained.\nNext line"  # "a.m. today": no capital, no split
     assert split_sentences(text) == ["It opened at 9 a.m. today.", "It rained.", "Next line"]
+
+
+def test_first_sentence_and_long_words_in_any_script():
+    assert first_sentence("  The Sella river. It floods.\nMore") == "The Sella river."
+    assert first_sentence("解答：河流。其他内容") == "解答：河流。"
+    assert first_sentence("no end at all\nsecond line") == "no end at all"
+    assert long_words("Die Brücke wurde 1932 eröffnet, sagt er") == {
+        "brücke",
+        "wurde",
+        "1932",
+        "eröffnet",
+        "sagt",
+    }
 
 
 def test_prompt_versions_hash_the_package_data_files_in_order():
