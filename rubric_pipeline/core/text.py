@@ -23,6 +23,7 @@ PRONOUNS: frozenset[str] = frozenset(
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_ANY_SPACED_END = re.compile(r"(?<=[.!?])\s+")
 _ANY_SENTENCE_END = re.compile(r"[.!?。！？](?=\s|$)|[。！？]")  # CJK enders need no space after them
 _LONG_WORD = re.compile(r"[^\W_]{4,}")
 
@@ -63,11 +64,13 @@ def jaccard(a: str, b: str) -> float:
     return len(set_a & set_b) / len(set_a | set_b)
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split prose at sentence ends followed by a capital, digit or quote; newlines also split."""
+def split_sentences(text: str, require_capital: bool = True) -> list[str]:
+    """Split prose at sentence ends followed by a capital, digit or quote (any word with
+    ``require_capital=False``, which also cuts after abbreviations); newlines also split."""
+    end = _SENTENCE_END if require_capital else _ANY_SPACED_END
     sentences: list[str] = []
     for block in re.split(r"\n+", text):
-        sentences.extend(part.strip() for part in _SENTENCE_END.split(block) if part.strip())
+        sentences.extend(part.strip() for part in end.split(block) if part.strip())
     return sentences
 
 

@@ -192,7 +192,8 @@ class EmbeddingJudge(ThresholdJudge):
         self._cache.update(zip(missing, vectors, strict=True))
 
     def scores(self, items: Sequence[JudgeItem]) -> list[list[float]]:
-        sentences = [split_sentences(item.response) for item in items]
+        # the looser cut: on TREC RAG 2024 dev it scores 0.469 macro-F1, the capital-only one 0.466
+        sentences = [split_sentences(item.response, require_capital=False) for item in items]
         self._encode(
             [rubric.text for item in items for rubric in item.rubrics] + [s for ss in sentences for s in ss]
         )

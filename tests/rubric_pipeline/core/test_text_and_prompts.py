@@ -37,6 +37,12 @@ def test_light_stem_matches_inflections_only_on_longer_words():
 def test_split_sentences_at_capitals_and_newlines():
     text = "It opened at 9 a.m. today. It rained.\nNext line"  # "a.m. today": no capital, no split
     assert split_sentences(text) == ["It opened at 9 a.m. today.", "It rained.", "Next line"]
+    assert split_sentences(text, require_capital=False) == [
+        "It opened at 9 a.m.",
+        "today.",
+        "It rained.",
+        "Next line",
+    ]
 
 
 def test_first_sentence_and_long_words_in_any_script():
