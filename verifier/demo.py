@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import RubricVerifierError
 from rubric_pipeline.core.records import LabelledExample, iter_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Demo:
 
         code = main([str(arg) for arg in argv])
         if code != 0:
-            raise RuntimeError(f"`rubric-verifier {' '.join(map(str, argv))}` exited with {code}")
+            raise RubricVerifierError(f"`rubric-verifier {' '.join(map(str, argv))}` exited with {code}")
 
     def recipe_args(self) -> list[str]:
         return ["--recipe", self.recipe] if self.recipe else []
@@ -198,14 +199,15 @@ class Demo:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 tail = (self.out / "serve.log").read_text()[-3000:]
-                raise RuntimeError(f"`rubric-verifier serve` exited with {process.returncode}:\n{tail}")
+                code = process.returncode
+                raise RubricVerifierError(f"`rubric-verifier serve` exited with {code}:\n{tail}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(1)
-        raise RuntimeError(f"gateway {url} not healthy after {timeout_s:.0f}s")
+        raise RubricVerifierError(f"gateway {url} not healthy after {timeout_s:.0f}s")
 
     def scoring_items(self) -> list[dict[str, Any]]:
         heldout = [LabelledExample.from_dict(r) for _, r in iter_jsonl(self.out / "labels" / "heldout.jsonl")]

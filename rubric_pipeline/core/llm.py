@@ -21,6 +21,7 @@ from typing import IO, Any
 import httpx
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import RubricVerifierError
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Completion:
         return self.texts[0]
 
 
-class LLMError(RuntimeError):
+class LLMError(RubricVerifierError, RuntimeError):
     """A call that failed for good: a non-retryable status, or retries exhausted."""
 
     def __init__(self, url: str, attempts: int, status: int | None, message: str) -> None:

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def start_engine(config: ServeConfig):
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
     if not config.model:
-        raise ValueError("give --model DIR (the verifier to serve) or --engine-url of running engines")
+        raise ConfigError("give --model DIR (the verifier to serve) or --engine-url of running engines")
     engine_config = EngineConfig(
         model=config.model,
         port=config.engine_port,
