@@ -108,9 +108,9 @@ async def build_async(
             if config.llm_url:
                 from rubric_pipeline.core.llm import LLMClient, LLMConfig
 
-                llm_config = LLMConfig(
-                    base_urls=list(config.llm_url),
-                    model=config.model,
+                llm_config = LLMConfig.for_endpoint(
+                    config.llm_url,
+                    config.model,
                     max_concurrency=config.max_concurrency,
                     timeout_s=config.timeout_s,
                     trace_path=config.llm_trace,

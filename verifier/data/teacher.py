@@ -256,7 +256,10 @@ async def _generate(config: LabelConfig, rubric_sets: dict[str, RubricSet], judg
         from rubric_pipeline.core.llm import LLMClient, LLMConfig
 
         model = config.gen_model or config.model
-        async with LLMClient(LLMConfig(base_urls=list(config.gen_url), model=model)) as client:
+        llm_config = LLMConfig.for_endpoint(
+            config.gen_url, model, what="--generate", need="--gen-url and --model"
+        )
+        async with LLMClient(llm_config) as client:
             return await generate_responses(
                 client, rubric_sets, config.generate, config.gen_temperature, config.gen_max_tokens, done
             )

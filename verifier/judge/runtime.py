@@ -98,11 +98,11 @@ async def open_judge(options: JudgeOptions) -> AsyncIterator[Judge]:
                 engine_kwargs["chat_template"] = options.chat_template
             engine = stack.enter_context(VLLMEngine(EngineConfig(**engine_kwargs)))
             urls, model = [engine.base_url], engine.model_name
-        if not urls or not model:
-            raise ConfigError("--judge llm needs --llm-url and --model, or --serve-model DIR")
-        config = LLMConfig(
-            base_urls=urls,
-            model=model,
+        config = LLMConfig.for_endpoint(
+            urls,
+            model,
+            what="--judge llm",
+            need="--llm-url and --model, or --serve-model DIR",
             api_key=options.api_key,
             timeout_s=options.timeout_s,
             max_retries=options.max_retries,

@@ -118,9 +118,11 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
     from verifier.judge.judges import LLMJudge
     from verifier.serve.service import Limits, RewardService, load_rubric_sets
 
-    llm_config = LLMConfig(
-        base_urls=base_urls,
-        model=model,
+    llm_config = LLMConfig.for_endpoint(
+        base_urls,
+        model,
+        what="serve",
+        need="--model DIR or --engine-url",
         max_concurrency=config.max_concurrency,
         max_retries=config.engine_retries,
         timeout_s=config.engine_timeout_s,
