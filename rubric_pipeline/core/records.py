@@ -9,7 +9,6 @@ library and pydantic are imported here (the RL-side adapters import this module 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,7 +24,12 @@ from pydantic import (
     model_validator,
 )
 
-from rubric_pipeline.core.errors import RecordError
+from rubric_pipeline.core.errors import RecordError, validation_record_error
+
+# The JSONL io lives in core/jsonl.py; re-exported here, where the readers of records import it from.
+from rubric_pipeline.core.jsonl import iter_jsonl as iter_jsonl
+from rubric_pipeline.core.jsonl import require as require
+from rubric_pipeline.core.jsonl import write_jsonl as write_jsonl
 
 
 class Label(StrEnum):
@@ -198,38 +202,6 @@ def _numbered(value: Any) -> Any:
 RubricList = Annotated[list[Rubric], BeforeValidator(_numbered)]
 
 
-def _problem(error: Any) -> str:
-    """One pydantic error in the words the file readers use."""
-    kind, got = error["type"], type(error.get("input")).__name__
-    if kind == "missing":
-        return "missing required field"
-    if kind == "value_error":
-        return str(error["ctx"]["error"])
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        if not error["loc"]:
-            return f"a rubric is a string or an object with a string 'text', got {got}"
-        return f"expected an object, got {got}"
-    expected = {"string_type": "str", "float_type": "number", "list_type": "list"}.get(kind)
-    if expected:
-        return f"expected {expected}, got {got}"
-    return f"{error['msg']}, got {error.get('input')!r}"
-
-
-def validation_record_error(
-    exc: ValidationError, source: str | Path | None, where: int | str | None, name: str | None
-) -> RecordError:
-    """The first error of a pydantic validation as a one-line :class:`RecordError`."""
-    error = exc.errors()[0]
-    path = name or ""
-    for part in error["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    more = len(exc.errors()) - 1
-    problem = _problem(error) + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
-    return RecordError(source, where, problem, path or None)
-
-
 def _rubrics(items: list[Any], where: str) -> list[Rubric]:
     return [Rubric.from_dict(item, i, where=where, name=f"rubrics[{i}]") for i, item in enumerate(items)]
 
@@ -366,61 +338,6 @@ def labelled_features():
             "label_source": Value("string"),
         }
     )
-
-
-# ---------------------------------------------------------------- JSONL io
-
-
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)``; blank lines are skipped; bad JSON or text that is not UTF-8 raises
-    :class:`RecordError`, a missing path or a folder ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: {'is a folder, not a JSONL file' if path.is_dir() else 'no such file'}"
-        )
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise RecordError(
-                    path, line_number, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(path, line_number, f"malformed JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise RecordError(path, line_number, f"expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
-
-
-def require(record: dict[str, Any], name: str, source: str | Path, where: int | str, kind: type = str) -> Any:
-    """Fetch a required field, raising :class:`RecordError` naming the record when absent or mistyped."""
-    if name not in record or record[name] is None:
-        raise RecordError(source, where, "missing required field", name)
-    value = record[name]
-    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, kind):
-        raise RecordError(source, where, f"expected {kind.__name__}, got {type(value).__name__}", name)
-    return value
-
-
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]], append: bool = False) -> int:
-    """Write records one per line (flushed), creating parent folders; returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with path.open("a" if append else "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-        handle.flush()
-    return count
 
 
 def read_questions(path: str | Path) -> list[tuple[str, str]]:
