@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier.train.rl import LabelReward, RLStageConfig, trl_grpo_config
+from verifier.train.rl import LabelReward, rl_config
 
 TEACHER = ["support", "not_support", "partial_support", "support"]
 
@@ -42,10 +42,8 @@ def test_reward_callable_on_hand_computed_cases() -> None:
 
 def test_grpo_config_checks_generation_batch() -> None:
     with pytest.raises(ValueError, match="divisible"):
-        trl_grpo_config(RLStageConfig(output_dir="/tmp/x", per_device_train_batch_size=6, num_generations=4))
-    config = trl_grpo_config(
-        RLStageConfig(output_dir="/tmp/x", per_device_train_batch_size=4, num_generations=4)
-    )
+        rl_config(output_dir="/tmp/x", per_device_train_batch_size=6, num_generations=4)
+    config = rl_config(output_dir="/tmp/x", per_device_train_batch_size=4, num_generations=4).training
     assert config.generation_batch_size == 4 and config.epsilon_high == 0.28 and config.loss_type == "dapo"
 
 
@@ -56,8 +54,8 @@ def test_grpo_steps_record_rewards(tiny_model_dir: Path, tmp_path: Path) -> None
 
     data = tmp_path / "labelled.jsonl"
     write_jsonl(data, (e.to_dict() for e in make_responses(generate_world(seed=0), seed=0)[:20]))
-    config = RLStageConfig(
-        model=str(tiny_model_dir),
+    config = rl_config(
+        model_name_or_path=str(tiny_model_dir),
         data=str(data),
         output_dir=str(tmp_path / "rl"),
         window_min=1,
