@@ -241,12 +241,15 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 
 
 def train_and_save(trainer, tokenizer, config: StageConfig) -> tuple[Path, float]:
-    """Train (resuming if asked: a checkpoint dir, or ``latest`` in output_dir), then write the model;
-    returns (model dir, training seconds)."""
+    """Train (resuming if asked: a checkpoint dir, or ``latest`` in output_dir), then write the log history
+    (``log_history.json``) and the model; returns (model dir, training seconds)."""
     args = config.training
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
     seconds = time.perf_counter() - started
+    if trainer.accelerator.is_main_process:  # losses, rewards, token counts and runtime, for scripts to read
+        history = json.dumps(trainer.state.log_history, indent=1, default=str)
+        (Path(args.output_dir) / "log_history.json").write_text(history + "\n")
     model_dir = Path(args.output_dir) / ("merged" if config.options.merge else "final")
     save_stage_model(trainer, tokenizer, config.model, model_dir, config.options.merge)
     return model_dir, seconds

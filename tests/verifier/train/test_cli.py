@@ -68,5 +68,5 @@ def test_recipe_values_are_typed_and_unknown_keys_named(tmp_path: Path) -> None:
     ):
         sft_config(recipe)
     recipe.write_text("sft:\n  max_steps: many\n")
-    with pytest.raises(ValueError, match="section 'sft'.*max_steps"):
+    with pytest.raises(ValueError, match=r"section 'sft'.*max_steps"):
         sft_config(recipe)
