@@ -1,9 +1,10 @@
 """Stage 2: GRPO (TRL ``GRPOTrainer``) from the stage 1 model, rewarded against the teacher labels.
 
-The reward is Search-Gen-V's verifiable reward, :func:`verifier.judge.reward.rl_reward`: 0.35 macro-F1 +
-0.35 exact match + 0.2 reasoning tag + 0.1 output-format compliance, 0 when the label count is wrong.
-The GRPO dataset rows carry the teacher labels and the requested format as columns, which TRL passes to
-the reward function by name.
+The reward is Search-Gen-V's verifiable reward, :func:`verifier.train.rl_reward.rl_reward`: 0.35 label F1
++ 0.35 exact match + 0.2 reasoning-tag credit + 0.1 output-format compliance, 0 on a wrong label count or a
+zero F1. The GRPO dataset rows carry the teacher labels and the requested format as columns, which TRL
+passes to the reward function by name. ``dynamic_sampling`` adds DAPO's filter of groups without reward
+spread (:mod:`verifier.train.dynamic_sampling`); the entropy bonus is TRL's own ``entropy_coef``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class RLOptions(StageOptions):
     """Stage 2's own fields (beside TRL's ``ModelConfig`` and ``GRPOConfig``)."""
 
     data: str = option("", help="labelled examples JSONL (teacher labels are the reward's reference)")
+    dynamic_sampling: bool = option(
+        False, help="DAPO's filter: leave groups without reward spread out of the loss (no refill)"
+    )
 
 
 RL = StageSpec(
@@ -97,18 +101,18 @@ class LabelReward:
 
 def run_rl(config: StageConfig, splits=None) -> StageResult:
     """Train stage 2 and return where the merged model is."""
-    from trl import GRPOTrainer
-
     from verifier.train.data import to_dataset
+    from verifier.train.dynamic_sampling import DynamicSamplingGRPOTrainer
 
     splits, model, tokenizer = prepare_stage(config, "rl", splits)
-    trainer = GRPOTrainer(
+    trainer = DynamicSamplingGRPOTrainer(
         model=model,
         reward_funcs=[LabelReward()],
         args=config.training,
         train_dataset=to_dataset([window.grpo_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=config.peft_config(),
+        dynamic_sampling=config.options.dynamic_sampling,
     )
     model_dir, seconds = train_and_save(trainer, tokenizer, config)
     history = list(trainer.state.log_history)
