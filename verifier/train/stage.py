@@ -25,6 +25,7 @@ from transformers import HfArgumentParser
 from trl import ModelConfig
 
 from rubric_pipeline.core.config import load_recipe, option
+from rubric_pipeline.core.errors import ConfigError
 from verifier.train.data import WindowOptions
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def build_stage_config(
         unknown = sorted(set(values) - known)
         if unknown:
             hints = {key: difflib.get_close_matches(key, known, n=2) for key in unknown}
-            raise ValueError(
+            raise ConfigError(
                 f"{what}: unknown option(s) {unknown} for stage {spec.name} "
                 f"(the toolkit's {spec.options.__name__}, TRL's ModelConfig or {spec.training.__name__}); "
                 f"close matches: {hints}"
@@ -149,7 +150,9 @@ def build_stage_config(
     try:
         options, model, training = parser.parse_args_into_dataclasses(args=[])
     except argparse.ArgumentError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError as exc:  # TRL's / transformers' own checks (bf16 without a GPU, batch divisibility)
+        raise ConfigError(f"stage {spec.name}: {exc}") from None
     return StageConfig(options=options, model=model, training=training)
 
 
@@ -206,10 +209,10 @@ def prepare_stage(config: StageConfig, stage: str, splits=None, **split_options:
     if options.num_threads:
         torch.set_num_threads(options.num_threads)
     if not config.model.model_name_or_path:
-        raise ValueError(f"{stage}: --model is required (a model directory)")
+        raise ConfigError(f"{stage}: --model is required (a model directory)")
     if splits is None:
         if not options.data:
-            raise ValueError(f"{stage}: --data is required (a labelled JSONL file)")
+            raise ConfigError(f"{stage}: --data is required (a labelled JSONL file)")
         eval_examples = read_labelled(options.eval_data) if options.eval_data else None
         splits = build_splits(
             read_labelled(options.data),
