@@ -59,7 +59,8 @@ async def openrlhf_calls(url: str, n: int) -> tuple[list[float], int, float]:
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(180.0, pool=None)) as http:
 
         async def one(i: int) -> tuple[float, bool]:
-            body = {"query": [f"{prompt}The Sella river, answer {i}."], "prompts": [prompt], "labels": [label]}
+            query = f"{prompt}The Sella river, answer {i}."
+            body = {"query": [query], "prompts": [prompt], "labels": [label]}
             started = time.perf_counter()
             try:
                 response = await http.post(f"{url}/get_reward", json=body)

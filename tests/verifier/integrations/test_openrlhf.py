@@ -16,7 +16,7 @@ def test_example_flags_parse_with_the_released_parser(run_driver, repo_root, tmp
         "openrlhf", "openrlhf_driver.py", "parse", "--example", str(repo_root / "examples" / "openrlhf.sh"),
         "--actor.model_name_or_path", "some/model", "--data.prompt_data", str(tmp_path / "prompts.jsonl"),
     )  # fmt: skip
-    assert args["remote_url"] == ["http://127.0.0.1:8080/get_reward"]  # hierarchize splits on commas
+    assert args["remote_url"] == "http://127.0.0.1:8080/get_reward"
     assert args["label_key"] == "rubrics" and args["input_key"] == "question" and args["apply_chat_template"]
 
 

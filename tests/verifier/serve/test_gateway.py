@@ -365,3 +365,29 @@ def test_serve_cli_starts_and_stops_its_own_engine(tiny_model_dir, tmp_path):
         assert process.wait(timeout=60) == 0
     with pytest.raises(httpx.ConnectError):  # the engine went down with the gateway
         httpx.get(f"http://127.0.0.1:{engine_port}/health", timeout=2)
+
+
+@pytest.mark.vllm
+def test_readme_curl_example_works_as_written(gateway):
+    """No Content-Type of its own (curl -d sends a form type): the body is still read as JSON."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    (command,) = re.findall(r"^curl -s 127\.0\.0\.1:8080/v1/judge .*$", readme, re.M)
+    command = command.replace("127.0.0.1:8080", f"{gateway.host}:{gateway.port}")
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
+    (result,) = json.loads(out.stdout)["results"]
+    assert result["reward"] == 0.0 and result["reason"] == "degenerate"  # "..." is a degenerate response
+    assert set(result["stats"]) >= {"support_rate", "vital_coverage", "unjudgeable", "latency_s"}
+
+
+@pytest.mark.vllm
+async def test_many_single_sample_requests_are_all_admitted(gateway):
+    """RL traffic: hundreds of one-sample requests at once; the window bound admits them all."""
+    import asyncio
+
+    limits = httpx.Limits(max_connections=300)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        body = {"items": [{"question": QUESTION, "response": RESPONSE, "rubrics": RUBRICS[:3]}]}
+        url = f"{gateway.url}/v1/judge"
+        answers = await asyncio.gather(*(client.post(url, json=body) for _ in range(300)))
+    assert [a.status_code for a in answers] == [200] * 300
+    assert all(a.json()["results"][0]["reward"] is not None for a in answers)

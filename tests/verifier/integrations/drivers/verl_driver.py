@@ -6,7 +6,7 @@ The config is verl's ``ppo_trainer`` composed by Hydra with the overrides of ``e
 pointed at ``--gateway``); the samples are tokenized by the tiny model's tokenizer into a DataProto as the
 rollout leaves it; ``RewardLoopManager.compute_rm_score`` runs verl's reward-loop worker (a Ray actor), its
 reward-function loader and reward manager, and stacks every returned key with ``np.array``; the
-validation metrics are verl's ``_val_metrics_update``. Prints one JSON object.
+validation metrics are verl's ``process_validation_metrics`` over those keys. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> int:
     from hydra import compose, initialize_config_module
     from transformers import AutoTokenizer
     from verl.experimental.reward_loop.reward_loop import RewardLoopManager
-    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
     from verl.trainer.ppo.reward import extract_reward
 
     with initialize_config_module(config_module="verl.trainer.config", version_base=None):
@@ -116,19 +116,15 @@ def main() -> int:
     reward_tensor, extra = extract_reward(out)
     scores = reward_tensor.sum(-1).cpu().tolist()
     infos = {"reward": list(scores)} | {key: values.tolist() for key, values in extra.items()}
-    metrics = RayPPOTrainer._val_metrics_update(
-        None,
-        np.array(["rubric_qa"] * len(scores), dtype=object),
-        [f"u{i}" for i in range(len(scores))],
-        infos,
-        [],
-    )
+    # what RayPPOTrainer._validate hands to its metrics: the stacked keys as lists, one uid per sample
+    uids = [f"u{i}" for i in range(len(scores))]
+    metrics = process_validation_metrics(["rubric_qa"] * len(scores), uids, infos)["rubric_qa"]
     json.dump(
         {
             "keys": out.meta_info["reward_extra_keys"],
             "dtypes": {key: str(values.dtype) for key, values in extra.items()},
             "infos": infos,
-            "metrics": {k: float(v) for k, v in metrics.items()},
+            "metrics": {var: {m: float(v) for m, v in vals.items()} for var, vals in metrics.items()},
         },
         sys.stdout,
     )
