@@ -17,13 +17,19 @@ def gateway(vllm_server):
         yield server
 
 
+@pytest.fixture(scope="module")
+def verl_run(gateway, tiny_model_dir, run_driver, repo_root) -> dict:
+    """Both reward managers in one Ray session (Ray's start dominates the time)."""
+    return run_driver(
+        "verl", "verl_driver.py", "--gateway", gateway.url, "--model", str(tiny_model_dir),
+        "--manager", "naive,remote", "--example", str(repo_root / "examples" / "verl.sh"),
+    )  # fmt: skip
+
+
 @pytest.mark.vllm
 @pytest.mark.parametrize("manager", ["naive", "remote"])
-def test_verl_reward_loop_scores_a_mixed_batch(gateway, tiny_model_dir, manager, run_driver, repo_root):
-    out = run_driver(
-        "verl", "verl_driver.py", "--gateway", gateway.url, "--model", str(tiny_model_dir),
-        "--manager", manager, "--example", str(repo_root / "examples" / "verl.sh"),
-    )  # fmt: skip
+def test_verl_reward_loop_scores_a_mixed_batch(verl_run, manager):
+    out = verl_run[manager]
     infos = out["infos"]
     # every key verl stacked is a number for every sample: judgeable (3 and 1 rubrics), no vital rubric,
     # degenerate, unjudgeable

@@ -1,6 +1,6 @@
 """Run verl's own reward path against a live gateway; run in the verl environment (.venv-verl).
 
-    python verl_driver.py --gateway URL --model TINY_DIR --manager naive|remote --example examples/verl.sh
+    python verl_driver.py --gateway URL --model TINY_DIR --manager naive,remote --example examples/verl.sh
 
 The config is verl's ``ppo_trainer`` composed by Hydra with the overrides of ``examples/verl.sh`` (its URL
 pointed at ``--gateway``); the samples are tokenized by the tiny model's tokenizer into a DataProto as the
@@ -82,52 +82,64 @@ def batch(tokenizer):
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--gateway", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--manager", default="naive")
-    parser.add_argument("--example", required=True)
-    args = parser.parse_args()
-
+def score_batch(args, manager: str, manager_cls, extract_reward) -> dict:
+    """One reward manager's pass over the batch, and verl's validation metrics over what it stacked."""
     import ray
     from hydra import compose, initialize_config_module
     from transformers import AutoTokenizer
-    from verl.experimental.reward_loop.reward_loop import RewardLoopManager
     from verl.trainer.ppo.metric_utils import process_validation_metrics
-    from verl.trainer.ppo.reward import extract_reward
 
     with initialize_config_module(config_module="verl.trainer.config", version_base=None):
         config = compose(
             "ppo_trainer",
             overrides=[
-                *overrides(Path(args.example), args.gateway, args.manager),
-                f"reward.reward_manager.name={args.manager}",
+                *overrides(Path(args.example), args.gateway, manager),
+                f"reward.reward_manager.name={manager}",
                 "reward.num_workers=1",
                 f"actor_rollout_ref.model.path={args.model}",
             ],
         )
     data = batch(AutoTokenizer.from_pretrained(args.model))
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    loop_manager = manager_cls(config)
     try:
-        out = RewardLoopManager(config).compute_rm_score(data)
+        out = loop_manager.compute_rm_score(data)
     finally:
-        ray.shutdown()
+        for worker in loop_manager.reward_loop_workers:  # named actors: free the names for the next pass
+            ray.kill(worker)
     reward_tensor, extra = extract_reward(out)
     scores = reward_tensor.sum(-1).cpu().tolist()
     infos = {"reward": list(scores)} | {key: values.tolist() for key, values in extra.items()}
     # what RayPPOTrainer._validate hands to its metrics: the stacked keys as lists, one uid per sample
     uids = [f"u{i}" for i in range(len(scores))]
     metrics = process_validation_metrics(["rubric_qa"] * len(scores), uids, infos)["rubric_qa"]
-    json.dump(
-        {
-            "keys": out.meta_info["reward_extra_keys"],
-            "dtypes": {key: str(values.dtype) for key, values in extra.items()},
-            "infos": infos,
-            "metrics": {var: {m: float(v) for m, v in vals.items()} for var, vals in metrics.items()},
-        },
-        sys.stdout,
-    )
+    return {
+        "keys": out.meta_info["reward_extra_keys"],
+        "dtypes": {key: str(values.dtype) for key, values in extra.items()},
+        "infos": infos,
+        "metrics": {var: {m: float(v) for m, v in vals.items()} for var, vals in metrics.items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gateway", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--manager", default="naive,remote", help="comma-separated reward managers")
+    parser.add_argument("--example", required=True)
+    args = parser.parse_args()
+
+    import ray
+    from verl.experimental.reward_loop.reward_loop import RewardLoopManager
+    from verl.trainer.ppo.reward import extract_reward
+
+    results = {}
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    try:
+        for manager in args.manager.split(","):
+            results[manager] = score_batch(args, manager, RewardLoopManager, extract_reward)
+    finally:
+        ray.shutdown()
+    json.dump(results, sys.stdout)
     return 0
 
 
