@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 LABEL_SOURCE = "human:trec"
 FAILED = "failed"
-_IMPORTANCES = (Importance.VITAL.value, Importance.OKAY.value)
 
 
 class _TopicRubrics:
@@ -64,13 +63,10 @@ def _nuggets(
         where = f"nuggets[{index}]"
         if not isinstance(nugget, dict):
             raise RecordError(path, line, f"expected an object, got {type(nugget).__name__}", where)
-        text = nugget.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise RecordError(path, line, "missing or empty nugget text", f"{where}.text")
-        importance = nugget.get("importance") or Importance.OKAY.value
-        if importance not in _IMPORTANCES:
-            raise RecordError(path, line, f"unknown importance {importance!r}", f"{where}.importance")
-        pairs.append((text.strip(), importance))
+        # nuggetizer reads a nugget without importance as okay (the rubric record's own default is vital)
+        nugget = {**nugget, "importance": nugget.get("importance") or Importance.OKAY.value}
+        rubric = Rubric.from_dict(nugget, index, source=path, where=line, name=where)
+        pairs.append((rubric.text.strip(), rubric.importance))
         if with_labels:
             label = nugget.get("assignment")
             if label == FAILED:

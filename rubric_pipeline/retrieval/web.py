@@ -16,13 +16,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
+from rubric_pipeline.core.errors import RubricVerifierError
 from rubric_pipeline.core.http import RetryPolicy, send_with_retries
 from rubric_pipeline.core.records import Passage
 
 logger = logging.getLogger(__name__)
 
 
-class WebSearchError(RuntimeError):
+class WebSearchError(RubricVerifierError, RuntimeError):
     """A search request that failed for good: names the URL, attempts, HTTP status and reason."""
 
     def __init__(self, url: str, attempts: int, status: int | None, message: str):
