@@ -82,6 +82,21 @@ def batch(tokenizer):
     )
 
 
+def wait_until_unnamed(names: list[str], timeout_s: float = 30.0) -> None:
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(name)
+            except ValueError:
+                break
+            time.sleep(0.2)
+
+
 def score_batch(args, manager: str, manager_cls, extract_reward) -> dict:
     """One reward manager's pass over the batch, and verl's validation metrics over what it stacked."""
     import ray
@@ -106,6 +121,7 @@ def score_batch(args, manager: str, manager_cls, extract_reward) -> dict:
     finally:
         for worker in loop_manager.reward_loop_workers:  # named actors: free the names for the next pass
             ray.kill(worker)
+        wait_until_unnamed([f"reward_loop_worker_{i}" for i in range(len(loop_manager.reward_loop_workers))])
     reward_tensor, extra = extract_reward(out)
     scores = reward_tensor.sum(-1).cpu().tolist()
     infos = {"reward": list(scores)} | {key: values.tolist() for key, values in extra.items()}
