@@ -7,8 +7,9 @@
 
 The dataset needs a ``rubrics`` column (list of strings / rubric dicts, or JSON text of one); TRL passes
 every extra column to reward functions as a keyword list. Unjudgeable samples get ``None``, which TRL
-skips instead of reading as a genuine 0. A batch larger than the gateway's ``max_items`` is sent as
-several concurrent requests. Beside the reward, TRL's ``log_metric`` receives the batch means of
+skips instead of reading as a genuine 0; so do samples the gateway never answered (a timeout, a refused
+connection: logged and counted in ``unjudgeable_frac``). A batch larger than the gateway's ``max_items``
+is sent as several concurrent requests. Beside the reward, TRL's ``log_metric`` receives the batch means of
 ``support_rate``, ``vital_coverage``, ``latency_s`` and the unjudgeable fraction (``rubric_reward/...``).
 """
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+
+import httpx
 
 from verifier.integrations._client import post_judge, rubrics_from
 
@@ -76,14 +79,7 @@ class RubricReward:
         ]
         self.calls += 1
         chunks = [items[i : i + self.max_items] for i in range(0, len(items), self.max_items)]
-        answers = await asyncio.gather(
-            *(
-                post_judge(
-                    self.url, chunk, aggregation=self.aggregation, timeout=self.timeout, token=self.token
-                )
-                for chunk in chunks
-            )
-        )
+        answers = await asyncio.gather(*(self._judge(chunk) for chunk in chunks))
         results = [result for answer in answers for result in answer]
         unjudgeable = [r for r in results if r["reward"] is None]
         if callable(kwargs.get("log_metric")) and results:  # TRL >= 1.16 logs these beside the reward
@@ -96,3 +92,15 @@ class RubricReward:
                 "%d/%d samples unjudgeable: %s", len(unjudgeable), len(results), unjudgeable[0]["error"]
             )
         return [result["reward"] for result in results]
+
+    async def _judge(self, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One request; a gateway that never answered (timeout, refused) leaves the chunk unjudgeable
+        (None, counted and logged) rather than ending the run. HTTP errors (401, 413, 422) still raise."""
+        try:
+            return await post_judge(
+                self.url, chunk, aggregation=self.aggregation, timeout=self.timeout, token=self.token
+            )
+        except httpx.TransportError as exc:
+            error = f"no answer from the gateway: {type(exc).__name__}: {exc}"
+            stats = dict.fromkeys(LOGGED_STATS, 0.0)
+            return [{"reward": None, "error": error, "reason": "gateway_error", "stats": stats}] * len(chunk)

@@ -282,3 +282,16 @@ async def test_trl_reward_splits_batches_over_the_gateway_item_limit(vllm_server
         }
         with pytest.raises(GatewayError, match="413"):  # what an unsplit batch gets
             await RubricReward(small.url, max_items=256)(prompts, completions, rubrics=[RUBRICS] * 5)
+
+
+async def test_trl_reward_gives_none_when_the_gateway_never_answers():
+    """A gateway that accepts the connection and never answers: the batch is skipped, not the run."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        reward = RubricReward(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+        logged = {}
+        rewards = await reward(["q"] * 2, ["a", "b"], rubrics=[RUBRICS] * 2, log_metric=logged.__setitem__)
+    assert rewards == [None, None] and logged["rubric_reward/unjudgeable_frac"] == 1.0
