@@ -59,12 +59,24 @@ class BuildConfig(RetrievalConfig):
     max_nugget_chars: int = option(
         200, help="JSON-schema bound on a generated nugget or query, in characters"
     )
+    clauses: bool = option(
+        False, help="offline extraction: split sentences into clauses and list items (atomic statements)"
+    )
+    sentence_anchor: bool = option(
+        True,
+        help="offline extraction: every sentence must hold the question's anchor term (false: the passage "
+        "must; suits corpora whose passages stay on one topic)",
+    )
     min_relative_coverage: float = option(
         0.5,
         help="skip extraction from passages holding less than this share of the idf weight of question "
         "terms found in the question's best passage (0: extract from every retrieved passage)",
     )
     # merge and importance
+    min_question_similarity: float = option(
+        0.0,
+        help="drop nuggets whose MiniLM cosine with the question is below this before merging (0: keep all)",
+    )
     merge_threshold: float = option(0.8, help="cluster nuggets whose mean MiniLM cosine is >= this")
     llm_merge: bool = option(True, help="with an LLM: rewrite multi-member clusters into one nugget")
     llm_importance: bool = option(True, help="with an LLM: label importance with it (else the offline rule)")
@@ -105,7 +117,13 @@ class BuildConfig(RetrievalConfig):
         for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank"):
             if getattr(self, name) < 0:
                 raise ValueError(f"build option {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dedup_threshold", "min_relative_coverage", "merge_threshold", "match_threshold"):
+        for name in (
+            "dedup_threshold",
+            "min_relative_coverage",
+            "merge_threshold",
+            "match_threshold",
+            "min_question_similarity",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")
         if self.overlap_words >= self.chunk_words:

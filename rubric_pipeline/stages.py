@@ -143,6 +143,8 @@ class Builder:
                     passage,
                     term_weights=weights[q_index],
                     anchors=anchors[q_index],
+                    clauses=cfg.clauses,
+                    sentence_anchor=cfg.sentence_anchor,
                     **bounds,
                 )
             return nuggets
@@ -177,6 +179,8 @@ class Builder:
         cfg, start = self.config, time.perf_counter()
         nuggets = [c.text for group in candidates for c in group]
         vectors = embed(nuggets, cfg.dense_model) if nuggets else None  # none found: no encoder to load
+        if nuggets and cfg.min_question_similarity > 0:
+            candidates, vectors = self._on_topic(questions, candidates, vectors)
         clusters, offset = [], 0
         for group in candidates:
             if not group:
@@ -213,6 +217,26 @@ class Builder:
                 logger.warning("question %s: no nugget was found in its retrieved passages", qid)
         self.timer.add("merge", start)
         return rubrics
+
+    def _on_topic(self, questions: Sequence[tuple[str, str]], candidates: list[list[Candidate]], vectors):
+        """Drop candidates whose MiniLM cosine with their question is below ``min_question_similarity``
+        (on real answers the strongest offline signal of a statement that answers the question)."""
+        from rubric_pipeline.merge import embed
+
+        question_vectors = embed([text for _, text in questions], self.config.dense_model)
+        kept_groups, kept_rows, offset = [], [], 0
+        for q_index, group in enumerate(candidates):
+            similarity = vectors[offset : offset + len(group)] @ question_vectors[q_index]
+            rows = [
+                offset + i
+                for i, value in enumerate(similarity)
+                if value >= self.config.min_question_similarity
+            ]
+            kept_groups.append([group[row - offset] for row in rows])
+            kept_rows.extend(rows)
+            offset += len(group)
+        self.events["merge.off_topic_dropped"] += len(vectors) - len(kept_rows)
+        return kept_groups, vectors[kept_rows]
 
     def _merge_kwargs(self) -> dict[str, Any]:
         cfg = self.config
