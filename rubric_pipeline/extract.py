@@ -195,8 +195,9 @@ def extract_offline(
     ]
     seen: set[str] = set()
     for position, (sentence, unit) in enumerate(units):
-        if clauses and (_META.search(sentence) or not sentence[:1].isupper() and not sentence[:1].isdigit()):
-            continue  # about the answer itself, or a fragment cut at a chunk boundary
+        fragment = not (sentence[:1].isupper() or sentence[:1].isdigit())  # cut at a chunk boundary
+        if clauses and (fragment or _META.search(sentence)):
+            continue  # a fragment, or a statement about the answer itself
         if sentence_anchor and not set(content_tokens(sentence)) & set(anchors):
             continue
         score = sum(
