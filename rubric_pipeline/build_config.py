@@ -50,6 +50,21 @@ class BuildConfig(RetrievalConfig):
     dedup_threshold: float = option(0.8, help="drop a query whose token Jaccard with a kept one is >= this")
     prf_docs: int = option(5, help="offline rewriting: feedback passages per query (RM3)")
     prf_terms: int = option(6, help="offline rewriting: expansion terms added per query")
+    rewrite_tree: bool = option(
+        False,
+        help="with an LLM: grow Search-Gen-V's query -> passage -> query tree (rewrites conditioned on each "
+        "retrieved passage) instead of flat rewriting; its passages are the ones extracted from "
+        "(offline builds keep PRF expansion)",
+    )
+    tree_max_depth: int = option(3, help="tree: deepest node level (Search-Gen-V: up to 30)")
+    tree_max_nodes: int = option(
+        30, help="tree: query + passage nodes per question (Search-Gen-V: up to 300)"
+    )
+    tree_per_passage: int = option(3, help="tree: new queries asked per passage")
+    llm_query_dedup: bool = option(True, help="tree: an LLM judge also drops duplicate queries")
+    llm_passage_filter: bool = option(
+        True, help="tree: an LLM judge drops passages irrelevant to the question"
+    )
     # retrieval per question
     passages_per_question: int = option(10, help="passages kept per question after fusing its queries (RRF)")
     # extraction
@@ -109,7 +124,7 @@ class BuildConfig(RetrievalConfig):
             "chunk_words", "depth", "k", "embed_batch_size", "web_concurrency", "rewrite_max_nodes",
             "rewrites_per_call", "prf_docs", "prf_terms", "passages_per_question", "nuggets_per_passage",
             "min_words", "max_nugget_chars", "max_rubrics", "max_tokens", "max_concurrency", "batch_size",
-            "recall_k", "vital_min_passages",
+            "recall_k", "vital_min_passages", "tree_max_depth", "tree_max_nodes", "tree_per_passage",
         )  # fmt: skip
         for name in at_least_one:
             if getattr(self, name) < 1:

@@ -31,6 +31,7 @@ from rubric_pipeline.merge import group_candidates, llm_importance, llm_merge, o
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.fusion import rrf
 from rubric_pipeline.rewrite import expand_offline, expand_with_llm
+from rubric_pipeline.rewrite_tree import TreeSettings, expand_tree
 
 if TYPE_CHECKING:
     from rubric_pipeline.build_config import BuildConfig
@@ -85,6 +86,45 @@ class Builder:
         nodes = await asyncio.gather(*expansions)  # one coroutine per question: bounded by batch_size
         self.timer.add("rewrite", start)
         return [[node.query for node in expansion] for expansion in nodes]
+
+    async def tree(self, questions: Sequence[tuple[str, str]]) -> tuple[list[list[str]], list]:
+        """Rewrite and retrieve in one: each question's query -> passage -> query tree (LLM path)."""
+        cfg, start = self.config, time.perf_counter()
+        settings = TreeSettings(
+            max_depth=cfg.tree_max_depth,
+            max_nodes=cfg.tree_max_nodes,
+            per_passage=cfg.tree_per_passage,
+            dedup_threshold=cfg.dedup_threshold,
+            llm_dedup=cfg.llm_query_dedup,
+            relevance_filter=cfg.llm_passage_filter,
+            max_chars=cfg.max_nugget_chars,
+            max_tokens=cfg.max_tokens,
+        )
+
+        async def search(query: str) -> list[Passage]:
+            (hits,) = await self.retriever.search([query], cfg.k)
+            return [hit.passage for hit in hits]
+
+        trees = await asyncio.gather(
+            *(
+                expand_tree(self.client, question, search, settings, **self.llm_kwargs)
+                for _, question in questions
+            )
+        )
+        queries, retrieved = [], []
+        for nodes in trees:
+            passages = [node for node in nodes if not node.is_query]
+            queries.append([node.query for node in nodes if node.is_query])
+            retrieved.append(
+                (
+                    [node.passage for node in passages],
+                    {node.passage.passage_id: node.query for node in passages},
+                    [node.passage.passage_id for node in passages if node.parent == 0],
+                )
+            )
+        self.events["tree.nodes"] += sum(len(nodes) for nodes in trees)
+        self.timer.add("rewrite", start)
+        return queries, retrieved
 
     async def _feedback(self, query: str) -> list[tuple[str, float]]:
         return await self.retriever.feedback(query, self.config.prf_docs)
@@ -252,9 +292,13 @@ class Builder:
             if bars is not None:
                 bars[stage].update(len(questions))
 
-        queries = await self.rewrite(questions)
-        done("rewrite")
-        retrieved = await self.retrieve(queries)
+        if self.client is not None and self.config.rewrite_tree:
+            queries, retrieved = await self.tree(questions)
+            done("rewrite")
+        else:
+            queries = await self.rewrite(questions)
+            done("rewrite")
+            retrieved = await self.retrieve(queries)
         done("retrieve")
         candidates = await self.extract(questions, queries, retrieved)
         done("extract")
