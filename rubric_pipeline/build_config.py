@@ -92,6 +92,11 @@ class BuildConfig(RetrievalConfig):
         0.0,
         help="drop nuggets whose MiniLM cosine with the question is below this before merging (0: keep all)",
     )
+    min_topic_similarity: float = option(
+        0.0,
+        help="drop nuggets whose MiniLM cosine with the centroid of the question's nuggets (what its "
+        "passages say most) is below this before merging (0: keep all)",
+    )
     merge_threshold: float = option(0.8, help="cluster nuggets whose mean MiniLM cosine is >= this")
     llm_merge: bool = option(True, help="with an LLM: rewrite multi-member clusters into one nugget")
     llm_importance: bool = option(True, help="with an LLM: label importance with it (else the offline rule)")

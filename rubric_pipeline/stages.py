@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from rubric_pipeline.core.records import Passage, RubricSet
 from rubric_pipeline.corpus import index_text
 from rubric_pipeline.extract import (
@@ -219,7 +221,7 @@ class Builder:
         cfg, start = self.config, time.perf_counter()
         nuggets = [c.text for group in candidates for c in group]
         vectors = embed(nuggets, cfg.dense_model) if nuggets else None  # none found: no encoder to load
-        if nuggets and cfg.min_question_similarity > 0:
+        if nuggets and (cfg.min_question_similarity > 0 or cfg.min_topic_similarity > 0):
             candidates, vectors = self._on_topic(questions, candidates, vectors)
         clusters, offset = [], 0
         for group in candidates:
@@ -260,18 +262,24 @@ class Builder:
 
     def _on_topic(self, questions: Sequence[tuple[str, str]], candidates: list[list[Candidate]], vectors):
         """Drop candidates whose MiniLM cosine with their question is below ``min_question_similarity``
-        (on real answers the strongest offline signal of a statement that answers the question)."""
+        or with the centroid of the question's candidates (what its passages say most) is below
+        ``min_topic_similarity``: on real answers the strongest offline signals of a statement that answers
+        the question."""
         from rubric_pipeline.merge import embed
 
-        question_vectors = embed([text for _, text in questions], self.config.dense_model)
+        cfg = self.config
+        question_vectors = embed([text for _, text in questions], cfg.dense_model)
         kept_groups, kept_rows, offset = [], [], 0
         for q_index, group in enumerate(candidates):
-            similarity = vectors[offset : offset + len(group)] @ question_vectors[q_index]
-            rows = [
-                offset + i
-                for i, value in enumerate(similarity)
-                if value >= self.config.min_question_similarity
-            ]
+            block = vectors[offset : offset + len(group)]
+            keep = block @ question_vectors[q_index] >= cfg.min_question_similarity
+            if len(group) and cfg.min_topic_similarity > 0:
+                centroid = block.mean(axis=0)
+                keep &= (
+                    block @ (centroid / max(float(np.linalg.norm(centroid)), 1e-12))
+                    >= cfg.min_topic_similarity
+                )
+            rows = [offset + i for i in np.flatnonzero(keep)]
             kept_groups.append([group[row - offset] for row in rows])
             kept_rows.extend(rows)
             offset += len(group)
