@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rubric_pipeline.core.config import config_hash, option
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.hybrid import RetrievalConfig
 from rubric_pipeline.scoring import MATCH_THRESHOLD
@@ -133,33 +134,34 @@ class BuildConfig(RetrievalConfig):
         )  # fmt: skip
         for name in at_least_one:
             if getattr(self, name) < 1:
-                raise ValueError(f"build option {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"build option {name} must be >= 1, got {getattr(self, name)}")
         for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank"):
             if getattr(self, name) < 0:
-                raise ValueError(f"build option {name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"build option {name} must be >= 0, got {getattr(self, name)}")
         for name in (
             "dedup_threshold",
             "min_relative_coverage",
             "merge_threshold",
             "match_threshold",
             "min_question_similarity",
+            "min_topic_similarity",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")
         if self.overlap_words >= self.chunk_words:
-            raise ValueError(
+            raise ConfigError(
                 f"overlap_words ({self.overlap_words}) must be < chunk_words ({self.chunk_words})"
             )
         if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) must be <= max_words ({self.max_words})")
+            raise ConfigError(f"min_words ({self.min_words}) must be <= max_words ({self.max_words})")
         if self.timeout_s <= 0:
-            raise ValueError(f"build option timeout_s must be > 0, got {self.timeout_s}")
+            raise ConfigError(f"build option timeout_s must be > 0, got {self.timeout_s}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"build option limit must be >= 1, got {self.limit}")
+            raise ConfigError(f"build option limit must be >= 1, got {self.limit}")
         if not self.bm25 and not self.dense:
-            raise ValueError("enable at least one of --bm25 and --dense")
+            raise ConfigError("enable at least one of --bm25 and --dense")
         if self.llm_url and not self.model:
-            raise ValueError("--llm-url needs --model (the name the server serves)")
+            raise ConfigError("--llm-url needs --model (the name the server serves)")
 
     @property
     def offline(self) -> bool:

@@ -16,7 +16,6 @@ from typing import Any
 
 from rubric_pipeline.core.records import (
     LABELS,
-    Importance,
     LabelledExample,
     RecordError,
     Rubric,
@@ -29,7 +28,6 @@ from rubric_pipeline.core.records import (
 logger = logging.getLogger(__name__)
 
 LABEL_SOURCE = "human:trec"
-_IMPORTANCES = (Importance.VITAL.value, Importance.OKAY.value)
 
 
 class _TopicRubrics:
@@ -60,13 +58,8 @@ def _nuggets(
         where = f"nuggets[{index}]"
         if not isinstance(nugget, dict):
             raise RecordError(path, line, f"expected an object, got {type(nugget).__name__}", where)
-        text = nugget.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise RecordError(path, line, "missing or empty nugget text", f"{where}.text")
-        importance = nugget.get("importance") or Importance.VITAL.value
-        if importance not in _IMPORTANCES:
-            raise RecordError(path, line, f"unknown importance {importance!r}", f"{where}.importance")
-        pairs.append((text.strip(), importance))
+        rubric = Rubric.from_dict(nugget, index, source=path, where=line, name=where)
+        pairs.append((rubric.text.strip(), rubric.importance))
         if with_labels:
             label = nugget.get("assignment")
             if label not in LABELS:

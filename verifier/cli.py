@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-from rubric_pipeline.core.records import RecordError
+from rubric_pipeline.core.errors import RubricVerifierError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,23 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("verifier.demo", "run the whole toolkit on the embedded demo world"),
 }
 
-USER_ERRORS = (RecordError, ValueError, FileNotFoundError, KeyError, ImportError)
-# Runtime failures the toolkit reports in its own words (an engine that would not start, an LLM or search
-# server that kept failing): printed as one line too. Looked up only in modules already imported, since an
-# error class whose module never loaded cannot have been raised.
-REPORTED_RUNTIME_ERRORS = (
-    ("rubric_pipeline.core.llm", "LLMError"),
-    ("verifier.serve.engine", "EngineError"),
-    ("rubric_pipeline.retrieval.web", "WebSearchError"),
+# Printed as one line and exit 2: the toolkit's own errors (bad records, bad options, a server that kept
+# failing) and input the user named that cannot be read. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    RubricVerifierError,
+    FileNotFoundError,
+    IsADirectoryError,
+    PermissionError,
 )
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    runtime = []
-    for module, name in REPORTED_RUNTIME_ERRORS:
-        if module in sys.modules:
-            runtime.append(getattr(sys.modules[module], name))
-    return USER_ERRORS + tuple(runtime)
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -76,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except Exception as exc:
-        if args.log_level == "DEBUG" or not isinstance(exc, user_error_types()):
+        if args.log_level == "DEBUG" or not isinstance(exc, USER_ERRORS):
             raise  # a bug, or asked for the traceback
         print(f"rubric-verifier {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +22,7 @@ from typing import IO, Any
 import httpx
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,25 @@ class LLMConfig:
     timeout_s: float = option(60.0, help="per-request timeout in seconds")
     backoff_s: float = option(0.5, help="first retry delay; doubles per retry, with jitter")
     trace_path: str | None = option(None, help="append a JSONL record of every call to this file")
+
+    @classmethod
+    def for_endpoint(
+        cls,
+        urls: str | Sequence[str] | None,
+        model: str | None,
+        *,
+        what: str = "an LLM call",
+        need: str = "--llm-url and --model",
+        **settings: Any,
+    ) -> LLMConfig:
+        """The one way a stage turns its options into an LLMConfig: the server URL (or URLs), the served
+        model name and any other field (``timeout_s=...``); a setting given as None keeps the default.
+        No URL or no model is a ConfigError saying ``what`` ``need``s."""
+        base_urls = [urls] if isinstance(urls, str) else list(urls or [])
+        if not base_urls or not model:
+            raise ConfigError(f"{what} needs {need}")
+        given = {name: value for name, value in settings.items() if value is not None}
+        return cls(base_urls=base_urls, model=model, **given)
 
 
 @dataclass
@@ -72,7 +93,7 @@ class Completion:
         return self.texts[0]
 
 
-class LLMError(RuntimeError):
+class LLMError(RubricVerifierError, RuntimeError):
     """A call that failed for good: a non-retryable status, or retries exhausted."""
 
     def __init__(self, url: str, attempts: int, status: int | None, message: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
+from rubric_pipeline.core.errors import RubricVerifierError
 from rubric_pipeline.core.records import Passage
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class WebSearchError(RuntimeError):
+class WebSearchError(RubricVerifierError, RuntimeError):
     """A search request that failed for good: names the URL, attempts, HTTP status and reason."""
 
     def __init__(self, url: str, attempts: int, status: int | None, message: str):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import Passage, iter_jsonl, read_questions, require, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -60,14 +61,14 @@ class RespondConfig:
     def __post_init__(self) -> None:
         for context in self.contexts:
             if context not in CONTEXTS:
-                raise ValueError(f"unknown context {context!r}; expected one of {', '.join(CONTEXTS)}")
+                raise ConfigError(f"unknown context {context!r}; expected one of {', '.join(CONTEXTS)}")
         if "passages" in self.contexts and not self.corpus:
-            raise ValueError("context 'passages' needs --corpus to retrieve from")
+            raise ConfigError("context 'passages' needs --corpus to retrieve from")
         for name in ("passages", "passage_chars", "samples", "max_tokens", "max_concurrency"):
             if getattr(self, name) < 1:
-                raise ValueError(f"respond option {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"respond option {name} must be >= 1, got {getattr(self, name)}")
         if any(t < 0 for t in self.temperatures) or not self.temperatures:
-            raise ValueError(f"temperatures must be a non-empty list of values >= 0, got {self.temperatures}")
+            raise ConfigError(f"temperatures must be a non-empty list of values >= 0: {self.temperatures}")
         for spec in self.endpoint:
             parse_endpoint(spec)
 
@@ -76,7 +77,7 @@ def parse_endpoint(spec: str) -> tuple[str, str]:
     """``MODEL@URL`` -> ``(model, url)``; the URL is an OpenAI-compatible base (``.../v1``)."""
     model, sep, url = spec.rpartition("@")
     if not sep or not model or not url.startswith(("http://", "https://")):
-        raise ValueError(f"--endpoint {spec!r}: expected MODEL@URL, e.g. qwen@http://127.0.0.1:8000/v1")
+        raise ConfigError(f"--endpoint {spec!r}: expected MODEL@URL, e.g. qwen@http://127.0.0.1:8000/v1")
     return model, url
 
 
@@ -160,11 +161,11 @@ async def respond(config: RespondConfig) -> dict[str, int]:
     from rubric_pipeline.core.llm import LLMClient, LLMConfig, LLMError
 
     if not config.output:
-        raise ValueError("--output DIR is required")
+        raise ConfigError("--output DIR is required")
     if not config.questions:
-        raise ValueError("--questions PATH is required")
+        raise ConfigError("--questions PATH is required")
     if not config.endpoint:
-        raise ValueError("give at least one --endpoint MODEL@URL")
+        raise ConfigError("give at least one --endpoint MODEL@URL")
     questions = load_question_list(config.questions)[: config.limit]
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)

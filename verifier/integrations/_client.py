@@ -4,24 +4,20 @@ connection broke or the gateway asked to come back (judging is idempotent, so a 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 import httpx
 
+from rubric_pipeline.core.records import parse_rubric_list
+
 logger = logging.getLogger(__name__)
 
 
-def rubrics_from(value: Any) -> list[Any]:
-    """A sample's rubrics: a list of strings / rubric dicts, or that list as JSON text."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    if isinstance(value, dict) and "rubrics" in value:
-        value = value["rubrics"]
-    if not isinstance(value, list):
-        raise ValueError(f"expected a list of rubrics (or its JSON), got {type(value).__name__}")
-    return [rubric if isinstance(rubric, str) else dict(rubric) for rubric in value]
+def rubrics_from(value: Any) -> list[dict[str, Any]]:
+    """A sample's rubrics (a list of strings / rubric dicts, or that list as JSON text), each checked by
+    the one rubric parser and sent in the record's dict form; a bad one raises RecordError."""
+    return [rubric.to_dict() for rubric in parse_rubric_list(value)]
 
 
 def judge_url(url: str) -> str:

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +118,11 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
     from verifier.judge.judges import LLMJudge
     from verifier.serve.service import Limits, RewardService, load_rubric_sets
 
-    llm_config = LLMConfig(
-        base_urls=base_urls,
-        model=model,
+    llm_config = LLMConfig.for_endpoint(
+        base_urls,
+        model,
+        what="serve",
+        need="--model DIR or --engine-url",
         max_concurrency=config.max_concurrency,
         max_retries=config.engine_retries,
         timeout_s=config.engine_timeout_s,
@@ -153,7 +156,7 @@ def start_engine(config: ServeConfig):
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
     if not config.model:
-        raise ValueError("give --model DIR (the verifier to serve) or --engine-url of running engines")
+        raise ConfigError("give --model DIR (the verifier to serve) or --engine-url of running engines")
     engine_config = EngineConfig(
         model=config.model,
         port=config.engine_port,

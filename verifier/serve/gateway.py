@@ -23,39 +23,21 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from rubric_pipeline.core.records import Rubric
+from rubric_pipeline.core.records import RubricList
 from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
 
 AggregationName = Literal["weighted", "all", "vital", "strict_all", "strict_vital"]
 
 
-class RubricIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    rubric_id: str | None = None
-    text: str = Field(min_length=1)
-    importance: Literal["vital", "okay"] = "vital"
-    weight: float | None = Field(default=None, ge=0)
-
-
-RubricText = Annotated[str, Field(min_length=1)]
-
-
 class JudgeItemIn(BaseModel):
     question: str
     response: str
-    rubrics: list[RubricText | RubricIn]
+    rubrics: RubricList
 
     def to_item(self) -> Item:
-        rubrics = [
-            Rubric(rubric_id=f"r{i}", text=r)
-            if isinstance(r, str)
-            else Rubric(r.rubric_id or f"r{i}", r.text, r.importance, r.weight)
-            for i, r in enumerate(self.rubrics)
-        ]
-        return Item(self.question, self.response, rubrics)
+        return Item(self.question, self.response, list(self.rubrics))
 
 
 class JudgeRequest(BaseModel):

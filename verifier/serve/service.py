@@ -10,7 +10,6 @@ size limits and the Prometheus metrics, so the FastAPI layer only validates, rou
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,7 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from rubric_pipeline.core.records import Rubric, RubricSet, iter_jsonl
+from rubric_pipeline.core.records import RecordError, Rubric, RubricSet, iter_jsonl, parse_rubric_list
 from verifier.judge.guard import DEGENERATE
 from verifier.judge.judges import Judgement
 
@@ -110,26 +109,10 @@ class Metrics:
 
 def parse_rubrics(value: Any, where: tuple[str | int, ...]) -> list[Rubric]:
     """Rubrics from a list of strings / rubric dicts, or a JSON string of one (OpenRLHF ``labels[i]``)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadInput(where, f"expected a JSON list of rubrics ({exc.msg})") from None
-    if isinstance(value, dict) and "rubrics" in value:
-        value = value["rubrics"]
-    if not isinstance(value, list):
-        raise BadInput(where, f"expected a list of rubrics, got {type(value).__name__}")
-    rubrics = []
-    for index, entry in enumerate(value):
-        if not isinstance(entry, str | dict) or (
-            isinstance(entry, dict) and not isinstance(entry.get("text"), str)
-        ):
-            raise BadInput((*where, index), "a rubric is a string or an object with a string 'text'")
-        try:
-            rubrics.append(Rubric.from_dict(entry, index))
-        except (ValueError, TypeError) as exc:
-            raise BadInput((*where, index), str(exc)) from None
-    return rubrics
+    try:
+        return parse_rubric_list(value)
+    except RecordError as exc:
+        raise BadInput(where, str(exc)) from None
 
 
 def load_rubric_sets(path: str | None) -> dict[str, RubricSet]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError
 from verifier.train.data import Window
 from verifier.train.stage import StageConfig, StageResult, prepare_stage, train_and_save
 
@@ -130,7 +131,7 @@ def _first_label_tokens(tokenizer, labels: list[str]) -> dict[str, dict[str, int
     }
     for prefix, ids in first.items():
         if len(set(ids.values())) != len(labels):
-            raise ValueError(f"labels share a first token after {prefix!r}: {ids}; use eval_mode generate")
+            raise ConfigError(f"labels share a first token after {prefix!r}: {ids}; use eval_mode generate")
     return first
 
 

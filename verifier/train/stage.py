@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError
 from verifier.train.data import WindowOptions
 
 logger = logging.getLogger(__name__)
@@ -146,10 +147,10 @@ def prepare_stage(config: StageConfig, stage: str, splits=None, **split_options:
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     if not config.model:
-        raise ValueError(f"{stage}: --model is required (a model directory)")
+        raise ConfigError(f"{stage}: --model is required (a model directory)")
     if splits is None:
         if not config.data:
-            raise ValueError(f"{stage}: --data is required (a labelled JSONL file)")
+            raise ConfigError(f"{stage}: --data is required (a labelled JSONL file)")
         eval_examples = read_labelled(config.eval_data) if config.eval_data else None
         splits = build_splits(
             read_labelled(config.data),
