@@ -17,6 +17,10 @@ from rubric_pipeline.core.errors import RubricVerifierError
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("verifier.models", "build the models the project makes (tiny random Qwen3, Gemma-3-270M)"),
     "build": ("rubric_pipeline.pipeline", "corpus + questions -> rubric dataset with provenance"),
+    "respond": (
+        "verifier.data.respond",
+        "generate candidate responses for the questions from LLM endpoint(s)",
+    ),
     "label": ("verifier.data.teacher", "label responses against rubrics with a judge (teacher labelling)"),
     "augment": ("verifier.data.augment", "add master-key adversarial negatives and rubric regrouping"),
     "train": ("verifier.train.cli", "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO)"),
