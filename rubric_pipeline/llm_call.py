@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMError
 from rubric_pipeline.prompts import render_prompt
 
@@ -32,7 +33,7 @@ async def ask(client, prompt: str, *, api: str = "chat", **kwargs: object) -> st
     elif api == "completions":
         completion = await client.complete(prompt, **kwargs)
     else:
-        raise ValueError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
+        raise ConfigError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
     return completion.text
 
 
@@ -56,7 +57,7 @@ async def ask_parsed(
     ``structured`` holds the structured-output keyword (``json_schema=``, ``choice=`` or ``regex=``).
     """
     if api not in LLM_APIS:  # a configuration error, not a failed call: raise it
-        raise ValueError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
+        raise ConfigError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
     events = events if events is not None else Counter()
     prompt = render_prompt(template, **values)
     events[f"{template}.llm_calls"] += 1

@@ -27,6 +27,7 @@ from typing import Any
 from rubric_pipeline.build_config import BuildConfig
 from rubric_pipeline.build_io import ProgressLog, read_gold, write_outputs
 from rubric_pipeline.core.config import add_config_arguments, build_config
+from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
 from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.core.records import RubricSet, read_questions
 from rubric_pipeline.corpus import load_corpus
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
     """Fill corpus/questions/gold from a generated demo world when asked; check the inputs exist."""
     if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} is a file, not a folder")
+        raise ConfigError(f"--output {output} is a file, not a folder")
     if config.corpus is None and config.demo_world:
         world_dir = output / "world"
         generate_world(seed=config.demo_seed).write(world_dir)
@@ -55,7 +56,7 @@ def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
             gold=config.gold or str(world_dir / "gold.jsonl"),
         )
     if config.questions is None or (config.corpus is None and not config.web_search_url):
-        raise ValueError(
+        raise ConfigError(
             "build needs --questions and --corpus and/or --web-search-url (or --demo-world true)"
         )
     return config
@@ -105,9 +106,9 @@ async def build_async(
             retriever = FederatedRetriever(local, web, rrf_k=config.rrf_k)
             client = None
             if config.llm_url:
-                llm_config = LLMConfig(
-                    base_urls=list(config.llm_url),
-                    model=config.model,
+                llm_config = LLMConfig.for_endpoint(
+                    config.llm_url,
+                    config.model,
                     max_concurrency=config.max_concurrency,
                     timeout_s=config.timeout_s,
                     trace_path=config.llm_trace,
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = build(config, args.output)
     except WebSearchError as exc:  # finished questions stay in progress.jsonl: rerun to resume
-        raise ValueError(f"{exc} (the questions built so far are kept; rerun to resume)") from None
+        raise RubricVerifierError(f"{exc} (the questions built so far are kept; rerun to resume)") from None
     print(format_stats(stats, args.output))
     return 0
 

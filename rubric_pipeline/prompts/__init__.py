@@ -10,7 +10,15 @@ from string import Template
 
 from rubric_pipeline.core.prompts import PromptFiles
 
-PROMPT_NAMES: tuple[str, ...] = ("rewrite", "extract", "merge", "importance")
+PROMPT_NAMES: tuple[str, ...] = (
+    "rewrite",
+    "extract",
+    "merge",
+    "importance",
+    "rewrite_passage",
+    "duplicate",
+    "relevance",
+)
 FILES = PromptFiles(__name__, tuple(f"{name}.txt" for name in PROMPT_NAMES), prefix="build-1")
 
 

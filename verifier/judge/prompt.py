@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.prompts import PromptFiles
 from rubric_pipeline.core.records import LABELS
 
@@ -59,7 +60,7 @@ def window_slices(
     ``max_size``, each of a size drawn from ``rng.randint(size, max_size)`` (the training mix of 1..10)."""
     largest = size if max_size is None else max_size
     if not 1 <= size <= largest:
-        raise ValueError(f"window sizes need 1 <= min <= max, got {size}..{largest}")
+        raise ConfigError(f"window sizes need 1 <= min <= max, got {size}..{largest}")
     if max_size is not None and rng is None:
         raise ValueError("window_slices: drawn window sizes (max_size) need an rng")
     slices, start = [], 0
@@ -77,7 +78,7 @@ def _one_line(text: str) -> str:
 def render_prefix(question: str, response: str, output_format: str = "json", reasoning: bool = False) -> str:
     """The invariant part of the prompt, identical for every window of one response."""
     if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
+        raise ConfigError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
     instruction = (
         PROMPTS.data("formats.json")[output_format] + "\n" + format_labels(EXAMPLE_LABELS, output_format)
     )
@@ -153,7 +154,7 @@ def format_labels(labels: Sequence[str], output_format: str = "json", reasoning:
     elif output_format == "pipe":
         body = " | ".join(labels)
     else:
-        raise ValueError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
+        raise ConfigError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
     if reasoning is None:
         return body
     return f"<reasoning>{reasoning.strip()}</reasoning>\n{body}"
