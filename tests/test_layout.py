@@ -15,6 +15,9 @@ MAX_LINES = 400
 # Libraries that take seconds to import: a project module importing one at module level may be imported
 # lazily (inside a function), so that `--help`, the integrations and the gateway start-up stay light.
 HEAVY = frozenset({"torch", "transformers", "trl", "datasets", "sentence_transformers", "peft"})
+# Lazy imports of light modules not yet hoisted, in training modules another change is rewriting (remove
+# an entry when its file is done).
+PENDING_LAZY = frozenset({"verifier.train.rl", "verifier.train.sft", "verifier.train.stage"})
 
 
 def module_name(path: Path) -> str:
@@ -114,7 +117,11 @@ def test_project_imports_inside_functions_only_defer_heavy_libraries():
         module for module in MODULES if any(name.split(".")[0] in HEAVY for name in imported_names(module))
     }
     assert "verifier.train.completion_lm" in heavy  # the walk sees a real heavy module
-    offenders = {module: sorted(_function_level_project_imports(module) - heavy) for module in MODULES}
+    offenders = {
+        module: sorted(_function_level_project_imports(module) - heavy)
+        for module in MODULES
+        if module not in PENDING_LAZY
+    }
     assert not {module: names for module, names in offenders.items() if names}
 
 
