@@ -179,9 +179,9 @@ async def respond(config: RespondConfig) -> dict[str, int]:
         urls.setdefault(model, []).append(url)
     clients = {
         model: LLMClient(
-            LLMConfig(
-                base_urls=group,
-                model=model,
+            LLMConfig.for_endpoint(
+                group,
+                model,
                 max_concurrency=config.max_concurrency,
                 timeout_s=config.timeout_s,
             )
