@@ -17,6 +17,10 @@ from rubric_pipeline.core.errors import RubricVerifierError
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("verifier.models", "build the models the project makes (tiny random Qwen3, Gemma-3-270M)"),
     "build": ("rubric_pipeline.pipeline", "corpus + questions -> rubric dataset with provenance"),
+    "respond": (
+        "verifier.data.respond",
+        "generate candidate responses for the questions from LLM endpoint(s)",
+    ),
     "label": ("verifier.data.teacher", "label responses against rubrics with a judge (teacher labelling)"),
     "augment": ("verifier.data.augment", "add master-key adversarial negatives and rubric regrouping"),
     "train": ("verifier.train.cli", "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO)"),
@@ -40,7 +44,10 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         prog="rubric-verifier",
         description="Rubric-based generative verifiers: rubric datasets, judge training, reward serving.",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    # dest of its own: `train` stages have TRL's `--log_level` (the trainer's) under the same name
+    parser.add_argument(
+        "--log-level", dest="cli_log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -59,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.cli_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._module.run(args) or 0)
     except Exception as exc:
-        if args.log_level == "DEBUG" or not isinstance(exc, USER_ERRORS):
+        if args.cli_log_level == "DEBUG" or not isinstance(exc, USER_ERRORS):
             raise  # a bug, or asked for the traceback
         print(f"rubric-verifier {args.command}: error: {exc}", file=sys.stderr)
         return 2
