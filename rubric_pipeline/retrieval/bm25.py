@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import index_text
-from rubric_pipeline.retrieval.base import ScoredPassage
+from rubric_pipeline.retrieval.base import ScoredPassage, to_hits
 from rubric_pipeline.retrieval.store import load_index, save_index
 
 logger = logging.getLogger(__name__)
@@ -76,24 +78,21 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.passages)
 
-    def search(self, queries: Sequence[str], k: int = 10, n_threads: int = 0) -> list[list[ScoredPassage]]:
-        """Top-``k`` passages per query, best first; passages sharing no term with the query are left out."""
-        if not queries:
-            return []
+    def top_k(self, queries: Sequence[str], k: int = 10, n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, scores)``, each ``(n_queries, k)``, best first; -1 where a passage shares no term."""
         k = min(k, len(self.passages))
         doc_indices, scores = self.retriever.retrieve(
             tokenize(queries), k=k, show_progress=False, n_threads=n_threads
         )
-        results = []
-        for row_indices, row_scores in zip(doc_indices.tolist(), scores.tolist(), strict=True):
-            hits = [(index, score) for index, score in zip(row_indices, row_scores, strict=True) if score > 0]
-            results.append(
-                [
-                    ScoredPassage(self.passages[index], float(score), rank)
-                    for rank, (index, score) in enumerate(hits, start=1)
-                ]
-            )
-        return results
+        doc_indices = np.asarray(doc_indices, dtype=np.int64).reshape(len(queries), k)
+        scores = np.asarray(scores).reshape(len(queries), k)
+        return np.where(scores > 0, doc_indices, -1), scores
+
+    def search(self, queries: Sequence[str], k: int = 10, n_threads: int = 0) -> list[list[ScoredPassage]]:
+        """Top-``k`` passages per query, best first; passages sharing no term with the query are left out."""
+        if not queries:
+            return []
+        return to_hits(self.passages, *self.top_k(queries, k, n_threads))
 
     def save(self, directory: str | Path, with_passages: bool = True, fingerprint: str | None = None) -> Path:
         """Write the bm25s index and (unless a parent holds it) the passage table under ``directory``."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import index_text
-from rubric_pipeline.retrieval.base import ScoredPassage
+from rubric_pipeline.retrieval.base import ScoredPassage, to_hits
 from rubric_pipeline.retrieval.encoders import DEFAULT_MODEL, encode, load_encoder, resolve_model
 from rubric_pipeline.retrieval.store import load_index, save_index
 
@@ -143,16 +143,7 @@ class DenseIndex:
             return []
         if query_embeddings is None:
             query_embeddings = self.encode_queries(queries)
-        indices, scores = self.top_k(query_embeddings, k, exact)
-        return [
-            [
-                ScoredPassage(self.passages[index], float(score), rank)
-                for rank, (index, score) in enumerate(
-                    ((i, s) for i, s in zip(row_indices, row_scores, strict=True) if i >= 0), start=1
-                )
-            ]
-            for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
-        ]
+        return to_hits(self.passages, *self.top_k(query_embeddings, k, exact))
 
     def save(self, directory: str | Path, with_passages: bool = True, fingerprint: str | None = None) -> Path:
         """Write ``embeddings.npy`` (and ``ivf.faiss`` with IVF) plus the shared meta under ``directory``."""

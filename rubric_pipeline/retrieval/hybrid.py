@@ -11,10 +11,10 @@ from typing import Literal
 from rubric_pipeline.core.config import option
 from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, passages_fingerprint
-from rubric_pipeline.retrieval.base import ScoredPassage
+from rubric_pipeline.retrieval.base import ScoredPassage, to_hits
 from rubric_pipeline.retrieval.bm25 import BM25Index
 from rubric_pipeline.retrieval.dense import DEFAULT_MODEL, DenseIndex
-from rubric_pipeline.retrieval.fusion import RRF_K, rrf
+from rubric_pipeline.retrieval.fusion import RRF_K, rrf_arrays
 from rubric_pipeline.retrieval.store import load_index, read_meta, save_index
 
 logger = logging.getLogger(__name__)
@@ -143,24 +143,12 @@ class HybridRetriever:
         if not queries:
             return []
         depth = max(self.depth, k)
-        sparse = self.bm25.search(queries, depth) if self.bm25 else None
-        dense = self.dense.search(queries, depth) if self.dense else None
+        sparse = self.bm25.top_k(queries, depth) if self.bm25 else None
+        dense = self.dense.top_k(self.dense.encode_queries(queries), depth) if self.dense else None
         if sparse is None or dense is None:
-            return [hits[:k] for hits in (sparse or dense or [])]
-        fused_results = []
-        for sparse_hits, dense_hits in zip(sparse, dense, strict=True):
-            by_id = {hit.passage_id: hit.passage for hit in (*sparse_hits, *dense_hits)}
-            fused = rrf(
-                [[hit.passage_id for hit in sparse_hits], [hit.passage_id for hit in dense_hits]],
-                k=self.rrf_k,
-            )
-            fused_results.append(
-                [
-                    ScoredPassage(by_id[passage_id], score, rank)
-                    for rank, (passage_id, score) in enumerate(fused[:k], start=1)
-                ]
-            )
-        return fused_results
+            indices, scores = sparse or dense  # type: ignore[misc]
+            return to_hits(self.passages, indices[:, :k], scores[:, :k])
+        return to_hits(self.passages, *rrf_arrays([sparse[0], dense[0]], k=self.rrf_k, top=k))
 
     def save(self, directory: str | Path) -> Path:
         """One passage table at the top, the BM25 and dense indices in ``bm25/`` and ``dense/`` beside it."""

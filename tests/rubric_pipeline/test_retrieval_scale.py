@@ -14,6 +14,7 @@ from rubric_pipeline.demo_world import generate_world
 from rubric_pipeline.retrieval.bm25 import BM25Index
 from rubric_pipeline.retrieval.dense import DenseIndex
 from rubric_pipeline.retrieval.encoders import STATIC_MINILM, distilled_minilm, encode
+from rubric_pipeline.retrieval.fusion import rrf, rrf_arrays
 from rubric_pipeline.retrieval.hybrid import HybridRetriever, RetrievalConfig
 from rubric_pipeline.retrieval.store import read_meta, save_index
 
@@ -123,3 +124,19 @@ def test_an_interrupted_save_leaves_no_index(tmp_path: Path) -> None:
     assert read_meta(tmp_path / "x") is None  # the old meta went first: no stale index is trusted
     with pytest.raises(ValueError, match="unknown dense index"):
         DenseIndex(passages, ann="hnsw", _embeddings=np.ones((1, 4), dtype=np.float32))
+
+
+def test_batched_rrf_gives_the_per_query_rrf() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n, depth, k = int(rng.integers(1, 6)), int(rng.integers(1, 12)), int(rng.integers(0, 70))
+        sparse = np.stack([rng.permutation(20)[:depth] for _ in range(n)])
+        dense = np.stack([rng.permutation(20)[:depth] for _ in range(n)])
+        sparse[:, int(rng.integers(0, depth + 1)) :] = -1  # BM25 lists end early (no shared term)
+        ids, scores = rrf_arrays([sparse, dense], k=k, top=7)
+        for row in range(n):
+            lists = [[int(x) for x in ranking[row] if x >= 0] for ranking in (sparse, dense)]
+            expected = rrf(lists, k=k)[:7]
+            got = [(int(i), float(s)) for i, s in zip(ids[row], scores[row], strict=True) if i >= 0]
+            assert [i for i, _ in got] == [i for i, _ in expected]  # same order, ties included
+            assert [s for _, s in got] == [s for _, s in expected]  # bit-identical sums
