@@ -200,23 +200,28 @@ def child(stage: str, args: argparse.Namespace, corpus: Path, gold: Path, index:
 def run_size(n_passages: int, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     corpus, gold = make_corpus(n_passages, args.questions, args.seed, cache)
     index = cache / f"index-{n_passages}-s{args.seed}-{args.encoder.replace('/', '_')}-{args.dense_index}"
-    built = child("build", args, corpus, gold, index)
+    saved = index / "build.json"  # a saved index is reused: serve again with other settings, no rebuild
+    if args.rebuild or not saved.is_file():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(child("build", args, corpus, gold, index)), encoding="utf-8")
+    built = json.loads(saved.read_text(encoding="utf-8"))
     served = child("serve", args, corpus, gold, index)
     row = {
         "passages": n_passages,
         "encoder": args.encoder,
         "dense_index": args.dense_index,
+        "bm25_backend": args.bm25_backend,
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in (built | served).items()},
         "cpu_flags": cpu_flags(),
         "command": f"flock /tmp/rv-heavy.lock .venv/bin/python bench/scale.py --passages {n_passages} "
-        f"--encoder {args.encoder} --dense-index {args.dense_index}",
+        f"--encoder {args.encoder} --dense-index {args.dense_index} --bm25-backend {args.bm25_backend}",
     }
     logger.info("row: %s", row)
     return row
 
 
 def merge_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    key = lambda row: (row["passages"], row["encoder"], row["dense_index"])  # noqa: E731
+    key = lambda row: (row["passages"], row["encoder"], row["dense_index"], row["bm25_backend"])  # noqa: E731
     old = json.loads(path.read_text()) if path.is_file() else []
     merged = {key(row): row for row in old} | {key(row): row for row in rows}
     return sorted(merged.values(), key=key)
@@ -224,13 +229,14 @@ def merge_rows(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| passages | encoder | dense | index s | build RSS GiB | serve RSS GiB | BM25 q/s | hybrid q/s "
-        "| hybrid/BM25 | recall@10 hybrid | BM25 | dense | ANN vs exact |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| passages | encoder | dense | BM25 scorer | index s | build RSS GiB | serve RSS GiB | BM25 q/s "
+        "| hybrid q/s | hybrid/BM25 | recall@10 hybrid | BM25 | dense | ANN vs exact |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['passages']:,} | {r['encoder']} | {r['dense_index']} | {r['index_s']:.0f} "
+            f"| {r['passages']:,} | {r['encoder']} | {r['dense_index']} | {r['bm25_backend']} "
+            f"| {r['index_s']:.0f} "
             f"| {r['build_rss_gib']:.2f} | {r['rss_gib']:.2f} | {r['qps_bm25']:.0f} | {r['qps_hybrid']:.0f} "
             f"| {r['hybrid_over_bm25']:.2f}x | {r['recall']:.3f} | {r['recall_bm25']:.3f} "
             f"| {r['recall_dense']:.3f} | {r.get('ann_recall_vs_exact', float('nan')):.3f} |"
@@ -249,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--bm25-backend", default="auto")
+    parser.add_argument("--bm25-backend", default="numpy", help="numpy (what build uses), numba or auto")
     parser.add_argument("--build-threads", type=int, default=os.cpu_count() or 1, help="build threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rebuild", action="store_true", help="rebuild a cached index")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "scale.json"))
     parser.add_argument("--stage", choices=("build", "serve"), help=argparse.SUPPRESS)
     for name in ("--corpus", "--gold", "--index"):

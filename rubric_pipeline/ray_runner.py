@@ -46,6 +46,7 @@ class BatchWorker:
                 rrf_k=self.config.rrf_k,
                 mmap=self.config.mmap,
                 ivf_nprobe=self.config.ivf_nprobe,
+                bm25_backend=self.config.bm25_backend,
             )
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[str]]:
