@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rubric_pipeline.demo_world import generate_world
 from rubric_pipeline.pipeline import BuildConfig, build
 
 
@@ -27,8 +28,11 @@ def progress_records(output: Path) -> dict[str, dict]:
 
 
 def test_ray_build_matches_the_local_build_and_resumes(ray_cluster, tmp_path: Path) -> None:
+    world = generate_world(seed=0).write(tmp_path / "world")
     common = {
-        "demo_world": True,
+        "corpus": str(world / "corpus.jsonl"),
+        "questions": str(world / "questions.jsonl"),
+        "gold": str(world / "gold.jsonl"),
         "limit": 6,
         "batch_size": 2,
         "index_dir": str(tmp_path / "index"),  # built by the first run, memory-mapped by the Ray workers
