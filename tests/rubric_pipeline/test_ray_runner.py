@@ -41,7 +41,8 @@ def test_ray_build_matches_the_local_build_and_resumes(ray_cluster, tmp_path: Pa
     local = build(BuildConfig(**common), tmp_path / "local")
     assert local["questions"] == 6 and local["rubrics"] > 0
 
-    partial = build(BuildConfig(**common, runner="ray", ray_workers=2, limit=4), tmp_path / "ray")
+    first_four = {**common, "limit": 4}  # as if the run had been killed after two batches
+    partial = build(BuildConfig(**first_four, runner="ray", ray_workers=2), tmp_path / "ray")
     assert partial["built_this_run"] == 4 and ray_cluster.is_initialized()  # a cluster it did not start
     resumed = build(BuildConfig(**common, runner="ray", ray_workers=2), tmp_path / "ray")
     assert resumed["resumed"] == 4 and resumed["built_this_run"] == 2
