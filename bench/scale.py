@@ -234,12 +234,13 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        ann = f"{r['ann_recall_vs_exact']:.3f}" if "ann_recall_vs_exact" in r else "-"
         lines.append(
             f"| {r['passages']:,} | {r['encoder']} | {r['dense_index']} | {r['bm25_backend']} "
             f"| {r['index_s']:.0f} "
             f"| {r['build_rss_gib']:.2f} | {r['rss_gib']:.2f} | {r['qps_bm25']:.0f} | {r['qps_hybrid']:.0f} "
             f"| {r['hybrid_over_bm25']:.2f}x | {r['recall']:.3f} | {r['recall_bm25']:.3f} "
-            f"| {r['recall_dense']:.3f} | {r.get('ann_recall_vs_exact', float('nan')):.3f} |"
+            f"| {r['recall_dense']:.3f} | {ann} |"
         )
     return "\n".join(lines)
 
