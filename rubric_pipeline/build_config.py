@@ -25,6 +25,10 @@ RUN_ONLY_FIELDS = frozenset(
         "index_dir",
         "gold",
         "web_concurrency",
+        "mmap",
+        "runner",
+        "ray_address",
+        "ray_workers",
     }
 )
 
@@ -120,6 +124,13 @@ class BuildConfig(RetrievalConfig):
     # run
     batch_size: int = option(8, help="questions that go through the stages together")
     resume: bool = option(True, help="skip questions already in OUTPUT/progress.jsonl (false: start over)")
+    runner: Literal["local", "ray"] = option(
+        "local", help="run the per-question stages in this process (local) or on Ray Data (ray)"
+    )
+    ray_address: str | None = option(
+        None, help="Ray cluster to join (e.g. ray://head:10001 or auto); none: start a local one"
+    )
+    ray_workers: int = option(2, help="Ray actors building batches at once (each loads the index)")
     match_threshold: float = option(
         MATCH_THRESHOLD, help="scoring: MiniLM cosine at which a rubric matches a gold nugget (one-to-one)"
     )
@@ -131,11 +142,12 @@ class BuildConfig(RetrievalConfig):
             "rewrites_per_call", "prf_docs", "prf_terms", "passages_per_question", "nuggets_per_passage",
             "min_words", "max_nugget_chars", "max_rubrics", "max_tokens", "max_concurrency", "batch_size",
             "recall_k", "vital_min_passages", "tree_max_depth", "tree_max_nodes", "tree_per_passage",
+            "ray_workers", "ivf_nprobe",
         )  # fmt: skip
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise ConfigError(f"build option {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank"):
+        for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank", "ivf_nlist"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"build option {name} must be >= 0, got {getattr(self, name)}")
         for name in (

@@ -19,8 +19,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,15 @@ from rubric_pipeline.build_config import BuildConfig
 from rubric_pipeline.build_io import ProgressLog, read_gold, write_outputs
 from rubric_pipeline.core.config import add_config_arguments, build_config
 from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
-from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.core.records import RubricSet, read_questions
 from rubric_pipeline.corpus import load_corpus
 from rubric_pipeline.demo_world import generate_world
 from rubric_pipeline.prompts import PROMPT_VERSION
-from rubric_pipeline.retrieval.federated import FederatedRetriever
+from rubric_pipeline.ray_runner import run_on_ray
 from rubric_pipeline.retrieval.hybrid import HybridRetriever
-from rubric_pipeline.retrieval.web import HTTPSearchBackend, WebSearchError
+from rubric_pipeline.retrieval.web import WebSearchError
 from rubric_pipeline.scoring import recall_at_k, rubric_scores
-from rubric_pipeline.stages import STAGES, Builder, Timer
+from rubric_pipeline.stages import STAGES, Timer, open_builder
 
 logger = logging.getLogger(__name__)
 
@@ -93,43 +91,27 @@ async def build_async(
         local = None
         if config.corpus is not None:
             passages = load_corpus(config.corpus, config.chunk_words, config.overlap_words)
-            retrieval = dataclasses.replace(
-                config.retrieval(), index_dir=config.index_dir or str(output / "index")
-            )
-            local = HybridRetriever.from_config(passages, retrieval)
+            config = dataclasses.replace(config, index_dir=config.index_dir or str(output / "index"))
+            local = HybridRetriever.from_config(passages, config.retrieval())
         timer.add("index", start)
-        async with AsyncExitStack() as stack:
-            web = None
-            if config.web_search_url:
-                backend = HTTPSearchBackend(config.web_search_url, max_concurrency=config.web_concurrency)
-                web = await stack.enter_async_context(backend)
-            retriever = FederatedRetriever(local, web, rrf_k=config.rrf_k)
-            client = None
-            if config.llm_url:
-                llm_config = LLMConfig.for_endpoint(
-                    config.llm_url,
-                    config.model,
-                    max_concurrency=config.max_concurrency,
-                    timeout_s=config.timeout_s,
-                    trace_path=config.llm_trace,
-                )
-                client = await stack.enter_async_context(LLMClient(llm_config))
-            builder = Builder(config, retriever, client, events, timer)
-            bars = {
-                stage: tqdm(total=len(pending), desc=f"{stage:>8}", unit="q", position=i)
-                for i, stage in enumerate(STAGES[1:])
-            }
-            try:
-                for begin in range(0, len(pending), config.batch_size):
-                    batch = pending[begin : begin + config.batch_size]
-                    for record in await builder.run_batch(batch, bars):
-                        progress.append(record)
-                        if on_question_done is not None:
-                            on_question_done(record["rubric_set"]["qid"])
-            finally:
-                for bar in bars.values():
-                    bar.close()
-            usage = dataclasses.asdict(client.usage) if client is not None else None
+        bars = {
+            stage: tqdm(total=len(pending), desc=f"{stage:>8}", unit="q", position=i)
+            for i, stage in enumerate(STAGES[1:])
+        }
+
+        def finished(record: dict[str, Any]) -> None:
+            progress.append(record)
+            if on_question_done is not None:
+                on_question_done(record["rubric_set"]["qid"])
+
+        try:
+            if config.runner == "ray":
+                usage = run_on_ray(config, pending, finished, events, timer, bars)
+            else:
+                usage = await run_local(config, local, pending, finished, events, timer, bars)
+        finally:
+            for bar in bars.values():
+                bar.close()
     records = [progress.done[qid] for qid, _ in questions]
     stats = {
         "questions": len(questions),
@@ -154,6 +136,24 @@ async def build_async(
     stats["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
     (output / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+async def run_local(
+    config: BuildConfig,
+    local: HybridRetriever | None,
+    pending: list[tuple[str, str]],
+    finished: Callable[[dict[str, Any]], None],
+    events: Counter,
+    timer: Timer,
+    bars: Mapping[str, Any],
+) -> dict[str, int] | None:
+    """The in-process runner: batches of ``config.batch_size`` questions in turn; returns the LLM usage."""
+    async with open_builder(config, local, events, timer) as builder:
+        for begin in range(0, len(pending), config.batch_size):
+            for record in await builder.run_batch(pending[begin : begin + config.batch_size], bars):
+                finished(record)
+        client = builder.client
+        return dataclasses.asdict(client.usage) if client is not None else None
 
 
 def score_records(

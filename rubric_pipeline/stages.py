@@ -9,17 +9,20 @@ concurrently through the one client and the one search backend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rubric_pipeline.build_config import BuildConfig
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.core.records import Passage, RubricSet
 from rubric_pipeline.corpus import index_text
 from rubric_pipeline.extract import (
@@ -41,6 +44,8 @@ from rubric_pipeline.merge import (
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.federated import FederatedRetriever
 from rubric_pipeline.retrieval.fusion import rrf
+from rubric_pipeline.retrieval.hybrid import HybridRetriever
+from rubric_pipeline.retrieval.web import HTTPSearchBackend
 from rubric_pipeline.rewrite import expand_offline, expand_with_llm
 from rubric_pipeline.rewrite_tree import TreeSettings, expand_tree
 
@@ -329,3 +334,26 @@ class Builder:
                 questions, queries, retrieved, rubrics, strict=True
             )
         ]
+
+
+@contextlib.asynccontextmanager
+async def open_builder(
+    config: BuildConfig, local: HybridRetriever | None, events: Counter, timer: Timer
+) -> AsyncIterator[Builder]:
+    """A :class:`Builder` with the web backend and the LLM client ``config`` asks for, closed on exit."""
+    async with AsyncExitStack() as stack:
+        web = None
+        if config.web_search_url:
+            backend = HTTPSearchBackend(config.web_search_url, max_concurrency=config.web_concurrency)
+            web = await stack.enter_async_context(backend)
+        client = None
+        if config.llm_url:
+            llm_config = LLMConfig.for_endpoint(
+                config.llm_url,
+                config.model,
+                max_concurrency=config.max_concurrency,
+                timeout_s=config.timeout_s,
+                trace_path=config.llm_trace,
+            )
+            client = await stack.enter_async_context(LLMClient(llm_config))
+        yield Builder(config, FederatedRetriever(local, web, rrf_k=config.rrf_k), client, events, timer)

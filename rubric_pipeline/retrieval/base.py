@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
 
 from rubric_pipeline.core.records import Passage
 
@@ -23,3 +26,18 @@ class ScoredPassage:
 
 class Retriever(Protocol):
     def search(self, queries: list[str], k: int = 10) -> list[list[ScoredPassage]]: ...
+
+
+def to_hits(
+    passages: Sequence[Passage], indices: np.ndarray, scores: np.ndarray
+) -> list[list[ScoredPassage]]:
+    """Rows of passage indices (best first, -1: none) and scores -> ranked :class:`ScoredPassage` lists."""
+    return [
+        [
+            ScoredPassage(passages[index], float(score), rank)
+            for rank, (index, score) in enumerate(
+                ((i, s) for i, s in zip(row_indices, row_scores, strict=True) if i >= 0), start=1
+            )
+        ]
+        for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
+    ]

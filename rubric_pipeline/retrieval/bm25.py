@@ -1,24 +1,25 @@
-"""Sparse retrieval: a BM25 index over passages built with ``bm25s`` and saved to / loaded from disk."""
+"""Sparse retrieval: a BM25 index over passages built with ``bm25s``; saved with the shared store layout and
+loadable memory-mapped (``mmap=True``), so a million-passage index serves from the page cache."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import Passage
-from rubric_pipeline.corpus import index_text, passages_fingerprint, read_passages, write_passages
-from rubric_pipeline.retrieval.base import ScoredPassage
+from rubric_pipeline.corpus import index_text
+from rubric_pipeline.retrieval.base import ScoredPassage, to_hits
+from rubric_pipeline.retrieval.store import load_index, save_index
 
 logger = logging.getLogger(__name__)
 
 STOPWORDS = "en"
-META_FILE = "meta.json"
-PASSAGES_FILE = "passages.jsonl"
 INDEX_DIR = "bm25s"
 BACKENDS = ("numpy", "numba", "auto")
 
@@ -78,60 +79,56 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.passages)
 
-    def search(self, queries: Sequence[str], k: int = 10, n_threads: int = 0) -> list[list[ScoredPassage]]:
-        """Top-``k`` passages per query, best first; passages sharing no term with the query are left out."""
-        if not queries:
-            return []
+    def top_k(self, queries: Sequence[str], k: int = 10, n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, scores)``, each ``(n_queries, k)``, best first; -1 where a passage shares no term."""
         k = min(k, len(self.passages))
         doc_indices, scores = self.retriever.retrieve(
             tokenize(queries), k=k, show_progress=False, n_threads=n_threads
         )
-        results = []
-        for row_indices, row_scores in zip(doc_indices.tolist(), scores.tolist(), strict=True):
-            hits = [(index, score) for index, score in zip(row_indices, row_scores, strict=True) if score > 0]
-            results.append(
-                [
-                    ScoredPassage(self.passages[index], float(score), rank)
-                    for rank, (index, score) in enumerate(hits, start=1)
-                ]
-            )
-        return results
+        doc_indices = np.asarray(doc_indices, dtype=np.int64).reshape(len(queries), k)
+        scores = np.asarray(scores).reshape(len(queries), k)
+        return np.where(scores > 0, doc_indices, -1), scores
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the bm25s index, the passage table and a small meta file under ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.retriever.save(str(directory / INDEX_DIR), show_progress=False)
-        write_passages(directory / PASSAGES_FILE, self.passages)
-        meta = {
-            "kind": "bm25",
-            "passages": len(self.passages),
-            "fingerprint": passages_fingerprint(self.passages),
-            "stopwords": STOPWORDS,
+    def search(self, queries: Sequence[str], k: int = 10, n_threads: int = 0) -> list[list[ScoredPassage]]:
+        """Top-``k`` passages per query, best first; passages sharing no term with the query are left out."""
+        if not queries:
+            return []
+        return to_hits(self.passages, *self.top_k(queries, k, n_threads))
+
+    def save(self, directory: str | Path, with_passages: bool = True, fingerprint: str | None = None) -> Path:
+        """Write the bm25s index and (unless a parent holds it) the passage table under ``directory``."""
+        return save_index(
+            directory,
+            "bm25",
+            self.passages,
+            lambda path: self.retriever.save(str(path / INDEX_DIR), show_progress=False),
+            with_passages=with_passages,
+            fingerprint=fingerprint,
+            stopwords=STOPWORDS,
             **self.params,
-        }
-        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        return directory
+        )
 
     @classmethod
-    def load(cls, directory: str | Path, mmap: bool = False, backend: str = "numpy") -> BM25Index:
-        """Load an index written by :meth:`save` (``mmap`` keeps the score arrays on disk)."""
+    def load(
+        cls,
+        directory: str | Path,
+        mmap: bool = False,
+        backend: str = "numpy",
+        passages: Sequence[Passage] | None = None,
+    ) -> BM25Index:
+        """Load an index written by :meth:`save`; ``mmap`` leaves the score arrays on disk, paged in."""
         import bm25s
 
         directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"no BM25 index at {directory} (missing {META_FILE})")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        passages = read_passages(directory / PASSAGES_FILE)
+        meta, passages = load_index(directory, "bm25", passages)
         backend = resolve_backend(backend)
         retriever = bm25s.BM25.load(
             str(directory / INDEX_DIR), mmap=mmap, show_progress=False, backend=backend
         )
-        if retriever.scores["num_docs"] != len(passages) or meta.get("passages") != len(passages):
+        if retriever.scores["num_docs"] != len(passages):
             raise ValueError(
-                f"{directory}: index holds {retriever.scores['num_docs']} documents but the passage table "
-                f"{len(passages)} (meta says {meta.get('passages')})"
+                f"{directory}: the bm25s index holds {retriever.scores['num_docs']} documents but the "
+                f"passage table {len(passages)}"
             )
         return cls(
             passages,
@@ -142,11 +139,3 @@ class BM25Index:
             show_progress=False,
             _retriever=retriever,
         )
-
-    @staticmethod
-    def saved_fingerprint(directory: str | Path) -> str | None:
-        """The passage fingerprint recorded by :meth:`save`, or None when no index is there."""
-        meta_path = Path(directory) / META_FILE
-        if not meta_path.is_file():
-            return None
-        return json.loads(meta_path.read_text(encoding="utf-8")).get("fingerprint")

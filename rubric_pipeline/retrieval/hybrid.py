@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from rubric_pipeline.core.config import option
 from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, passages_fingerprint
-from rubric_pipeline.retrieval.base import ScoredPassage
+from rubric_pipeline.retrieval.base import ScoredPassage, to_hits
 from rubric_pipeline.retrieval.bm25 import BM25Index
 from rubric_pipeline.retrieval.dense import DEFAULT_MODEL, DenseIndex
-from rubric_pipeline.retrieval.fusion import RRF_K, rrf
+from rubric_pipeline.retrieval.fusion import RRF_K, rrf_arrays
+from rubric_pipeline.retrieval.store import load_index, read_meta, save_index
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "retriever.json"
 
 
 @dataclass
@@ -29,7 +28,20 @@ class RetrievalConfig:
     overlap_words: int = option(DEFAULT_OVERLAP_WORDS, help="words shared by consecutive windows")
     bm25: bool = option(True, help="use the BM25 (bm25s) retriever")
     dense: bool = option(True, help="use the dense (sentence-transformers) retriever")
-    dense_model: str = option(DEFAULT_MODEL, help="sentence-transformers model name or path")
+    dense_model: str = option(
+        DEFAULT_MODEL,
+        help="passage/query encoder: all-MiniLM-L6-v2, minilm-static (model2vec, distilled locally once), "
+        "model2vec:PATH, or a sentence-transformers name or path",
+    )
+    dense_index: Literal["exact", "ivf"] = option(
+        "exact", help="dense search: exact (numpy, small corpora) or ivf (faiss IVF, approximate, large ones)"
+    )
+    ivf_nlist: int = option(0, help="IVF lists (0: about 4 * sqrt(passages))")
+    ivf_nprobe: int = option(32, help="IVF lists scanned per query (more: higher recall, slower)")
+    mmap: bool = option(True, help="memory-map saved indices (BM25 scores, embeddings, IVF lists)")
+    bm25_backend: Literal["numpy", "numba", "auto"] = option(
+        "numpy", help="bm25s scorer: numba is several times faster on big corpora after a ~10 s JIT"
+    )
     depth: int = option(100, help="candidates taken from each retriever before fusion")
     k: int = option(10, help="passages kept per query after fusion")
     rrf_k: int = option(RRF_K, help="reciprocal rank fusion constant")
@@ -58,6 +70,9 @@ class HybridRetriever:
         batch_size: int = 64,
         bm25_backend: str = "numpy",
         show_progress: bool = True,
+        dense_index: Literal["exact", "ivf"] = "exact",
+        ivf_nlist: int = 0,
+        ivf_nprobe: int = 32,
     ) -> None:
         if not bm25 and not dense:
             raise ValueError("enable at least one of bm25 and dense retrieval")
@@ -73,7 +88,13 @@ class HybridRetriever:
             self.dense = dense
         elif dense:
             self.dense = DenseIndex(
-                self.passages, model=dense_model, batch_size=batch_size, show_progress=show_progress
+                self.passages,
+                model=dense_model,
+                batch_size=batch_size,
+                show_progress=show_progress,
+                ann=dense_index,
+                nlist=ivf_nlist,
+                nprobe=ivf_nprobe,
             )
 
     @classmethod
@@ -82,16 +103,26 @@ class HybridRetriever:
     ) -> HybridRetriever:
         """Build the retriever ``config`` describes, reusing ``config.index_dir`` if it matches."""
         index_dir = Path(config.index_dir) if config.index_dir else None
-        if index_dir is not None and (index_dir / CONFIG_FILE).is_file():
-            saved = json.loads((index_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        saved = read_meta(index_dir, "hybrid") if index_dir is not None else None
+        if saved is not None:
             wanted = {"bm25": config.bm25, "dense": config.dense}
             if config.dense:
-                wanted["dense_model"] = config.dense_model
+                wanted |= {"dense_model": config.dense_model, "dense_index": config.dense_index}
+                if config.dense_index == "ivf":
+                    wanted["ivf_nlist"] = config.ivf_nlist
             if saved.get("fingerprint") == passages_fingerprint(passages) and all(
                 saved.get(key) == value for key, value in wanted.items()
             ):
                 logger.info("reusing retrieval indices in %s", index_dir)
-                return cls.load(index_dir, depth=config.depth, rrf_k=config.rrf_k)
+                return cls.load(
+                    index_dir,
+                    depth=config.depth,
+                    rrf_k=config.rrf_k,
+                    mmap=config.mmap,
+                    ivf_nprobe=config.ivf_nprobe,
+                    passages=passages,
+                    bm25_backend=config.bm25_backend,
+                )
             logger.info("indices in %s do not match this corpus/config: rebuilding", index_dir)
         retriever = cls(
             passages,
@@ -102,6 +133,10 @@ class HybridRetriever:
             dense_model=config.dense_model,
             batch_size=config.embed_batch_size,
             show_progress=show_progress,
+            dense_index=config.dense_index,
+            ivf_nlist=config.ivf_nlist,
+            ivf_nprobe=config.ivf_nprobe,
+            bm25_backend=config.bm25_backend,
         )
         if index_dir is not None:
             retriever.save(index_dir)
@@ -113,43 +148,37 @@ class HybridRetriever:
         if not queries:
             return []
         depth = max(self.depth, k)
-        sparse = self.bm25.search(queries, depth) if self.bm25 else None
-        dense = self.dense.search(queries, depth) if self.dense else None
+        sparse = self.bm25.top_k(queries, depth) if self.bm25 else None
+        dense = self.dense.top_k(self.dense.encode_queries(queries), depth) if self.dense else None
         if sparse is None or dense is None:
-            return [hits[:k] for hits in (sparse or dense or [])]
-        fused_results = []
-        for sparse_hits, dense_hits in zip(sparse, dense, strict=True):
-            by_id = {hit.passage_id: hit.passage for hit in (*sparse_hits, *dense_hits)}
-            fused = rrf(
-                [[hit.passage_id for hit in sparse_hits], [hit.passage_id for hit in dense_hits]],
-                k=self.rrf_k,
-            )
-            fused_results.append(
-                [
-                    ScoredPassage(by_id[passage_id], score, rank)
-                    for rank, (passage_id, score) in enumerate(fused[:k], start=1)
-                ]
-            )
-        return fused_results
+            indices, scores = sparse or dense  # type: ignore[misc]
+            return to_hits(self.passages, indices[:, :k], scores[:, :k])
+        return to_hits(self.passages, *rrf_arrays([sparse[0], dense[0]], k=self.rrf_k, top=k))
 
     def save(self, directory: str | Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.bm25:
-            self.bm25.save(directory / "bm25")
-        if self.dense:
-            self.dense.save(directory / "dense")
-        config = {
-            "bm25": self.bm25 is not None,
-            "dense": self.dense is not None,
-            "dense_model": self.dense.model if self.dense else None,
-            "depth": self.depth,
-            "rrf_k": self.rrf_k,
-            "passages": len(self.passages),
-            "fingerprint": passages_fingerprint(self.passages),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        return directory
+        """One passage table at the top, the BM25 and dense indices in ``bm25/`` and ``dense/`` beside it."""
+        fingerprint = passages_fingerprint(self.passages)
+
+        def write(path: Path) -> None:
+            for name, index in (("bm25", self.bm25), ("dense", self.dense)):
+                if index is not None:
+                    index.save(path / name, with_passages=False, fingerprint=fingerprint)
+
+        dense = self.dense
+        return save_index(
+            directory,
+            "hybrid",
+            self.passages,
+            write,
+            fingerprint=fingerprint,
+            bm25=self.bm25 is not None,
+            dense=dense is not None,
+            dense_model=dense.model if dense else None,
+            dense_index=dense.ann if dense else None,
+            ivf_nlist=int(dense.ivf.nlist) if dense and dense.ivf is not None else 0,
+            depth=self.depth,
+            rrf_k=self.rrf_k,
+        )
 
     @classmethod
     def load(
@@ -159,24 +188,23 @@ class HybridRetriever:
         rrf_k: int | None = None,
         mmap: bool = False,
         bm25_backend: str = "numpy",
+        ivf_nprobe: int | None = None,
+        passages: Sequence[Passage] | None = None,
     ) -> HybridRetriever:
+        """Load what :meth:`save` wrote; ``passages`` (already read, e.g. the corpus) skips the table."""
         directory = Path(directory)
-        config_path = directory / CONFIG_FILE
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no hybrid retriever at {directory} (missing {CONFIG_FILE})")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        bm25 = (
-            BM25Index.load(directory / "bm25", mmap=mmap, backend=bm25_backend) if config["bm25"] else False
-        )
-        dense = DenseIndex.load(directory / "dense", mmap=mmap) if config["dense"] else False
-        passages = (bm25 or dense).passages  # type: ignore[union-attr]
-        if bm25 and dense and [p.passage_id for p in bm25.passages] != [p.passage_id for p in dense.passages]:
-            raise ValueError(f"{directory}: the BM25 and dense indices hold different passages")
+        meta, passages = load_index(directory, "hybrid", passages)
+        bm25: BM25Index | bool = False
+        dense: DenseIndex | bool = False
+        if meta["bm25"]:
+            bm25 = BM25Index.load(directory / "bm25", mmap=mmap, backend=bm25_backend, passages=passages)
+        if meta["dense"]:
+            dense = DenseIndex.load(directory / "dense", mmap=mmap, passages=passages, nprobe=ivf_nprobe)
         return cls(
             passages,
             bm25=bm25,
             dense=dense,
-            depth=config["depth"] if depth is None else depth,
-            rrf_k=config["rrf_k"] if rrf_k is None else rrf_k,
+            depth=meta["depth"] if depth is None else depth,
+            rrf_k=meta["rrf_k"] if rrf_k is None else rrf_k,
             show_progress=False,
         )

@@ -23,6 +23,7 @@ from rubric_pipeline.retrieval.dense import DenseIndex, top_k
 from rubric_pipeline.retrieval.fusion import rrf
 from rubric_pipeline.retrieval.hybrid import HybridRetriever, RetrievalConfig
 from rubric_pipeline.retrieval.search_server import serve_in_thread
+from rubric_pipeline.retrieval.store import saved_fingerprint
 from rubric_pipeline.retrieval.web import HTTPSearchBackend, WebSearchBackend, WebSearchError
 
 DOCUMENTS = [
@@ -98,8 +99,8 @@ def test_bm25_save_load_round_trip(bm25: BM25Index, tmp_path: Path) -> None:
     loaded = BM25Index.load(tmp_path / "bm25")
     for before, after in zip(bm25.search(queries, k=4), loaded.search(queries, k=4), strict=True):
         assert [(h.passage, h.score, h.rank) for h in before] == [(h.passage, h.score, h.rank) for h in after]
-    assert BM25Index.saved_fingerprint(tmp_path / "bm25") is not None
-    with pytest.raises(FileNotFoundError, match="no BM25 index"):
+    assert saved_fingerprint(tmp_path / "bm25") is not None
+    with pytest.raises(FileNotFoundError, match="no bm25 index"):
         BM25Index.load(tmp_path / "missing")
 
 
