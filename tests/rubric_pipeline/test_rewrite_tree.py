@@ -72,7 +72,9 @@ async def test_tree_on_vllm_grows_within_its_bounds(vllm_server, search, judges:
     async with LLMClient(config) as client:
         nodes = await expand_tree(client, QUESTION, search, settings, api="chat", seed=0, events=events)
     check_tree(nodes, settings)
-    assert events["rewrite_passage.llm_calls"] >= 1
+    # one rewrite per passage node that may still have children (a random judge may keep none of them)
+    expandable = sum(1 for n in nodes if not n.is_query and n.depth < settings.max_depth)
+    assert events["rewrite_passage.llm_calls"] == expandable
     assert events["rewrite_passage.llm_failures"] == 0  # the JSON schema keeps a random model parseable
     assert (events["duplicate.llm_calls"] > 0) == judges and (events["relevance.llm_calls"] > 0) == judges
     assert events["duplicate.llm_failures"] == events["relevance.llm_failures"] == 0  # choice-constrained
@@ -106,7 +108,7 @@ def test_build_with_the_tree_on_vllm_keeps_its_provenance(vllm_server, tmp_path:
     config = BuildConfig(
         **_write_world(tmp_path), rewrite_tree=True, tree_max_depth=3, tree_max_nodes=10, k=3,
         llm_url=[vllm_server.base_url], model=vllm_server.model_name, max_tokens=64, max_nugget_chars=80,
-        dense=False,
+        dense=False, llm_passage_filter=False,  # a random model's judge may drop every passage
     )  # fmt: skip
     stats = build(config, tmp_path / "out")
     assert stats["events"]["tree.nodes"] <= 10 and stats["events"]["rewrite_passage.llm_calls"] >= 1
