@@ -73,10 +73,13 @@ class Completion:
 
 
 class LLMError(RuntimeError):
-    """A call that failed for good: a non-retryable status, or retries exhausted."""
+    """A call that failed for good: a non-retryable status, or retries exhausted; ``timed_out`` when the
+    last attempt ran out of time (rather than being refused or answered with an error)."""
 
-    def __init__(self, url: str, attempts: int, status: int | None, message: str) -> None:
-        self.url, self.attempts, self.status = url, attempts, status
+    def __init__(
+        self, url: str, attempts: int, status: int | None, message: str, timed_out: bool = False
+    ) -> None:
+        self.url, self.attempts, self.status, self.timed_out = url, attempts, status, timed_out
         last = f"HTTP {status}" if status is not None else "no HTTP status"
         super().__init__(f"{url}: failed after {attempts} attempt(s), last {last}: {message}")
 
@@ -112,6 +115,7 @@ class LLMClient:
         self.usage = Usage()
         self._urls = [url.rstrip("/") for url in config.base_urls]
         self._outstanding = dict.fromkeys(self._urls, 0)
+        self._down: set[str] = set()  # out of rotation (see set_available); used only when all are
         self._next = 0  # round-robin tie break
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._http: httpx.AsyncClient | None = None
@@ -183,18 +187,23 @@ class LLMClient:
         self._write_trace(body, completion, completion.latency_s, completion.url, None)
         return completion
 
+    def set_available(self, url: str, available: bool) -> None:
+        """Take a base URL out of rotation (a health checker saw it down) or put it back."""
+        (self._down.discard if available else self._down.add)(url.rstrip("/"))
+
     def _pick_url(self, avoid: str | None) -> str:
-        """Least outstanding requests; ties round-robin; a URL that just failed goes last."""
+        """Least outstanding requests among the URLs in rotation; ties round-robin; a URL that just failed
+        goes last."""
         count = len(self._urls)
         order = [self._urls[(self._next + i) % count] for i in range(count)]
         self._next = (self._next + 1) % count
-        return min(order, key=lambda url: (url == avoid, self._outstanding[url]))
+        return min(order, key=lambda url: (url in self._down, url == avoid, self._outstanding[url]))
 
     async def _post(self, path: str, body: dict[str, Any]) -> Completion:
         if self._http is None:
             raise RuntimeError("LLMClient is not open: use `async with LLMClient(config) as client`")
         start = time.perf_counter()
-        url, status, reason, retry_after = "", None, "", 0.0
+        url, status, reason, retry_after, timed_out = "", None, "", 0.0, False
         attempts_allowed = self.config.max_retries + 1
         for attempt in range(1, attempts_allowed + 1):
             if attempt > 1:
@@ -208,11 +217,12 @@ class LLMClient:
                     response = await self._http.post(url + path, json=body)
                 except httpx.TransportError as exc:  # connection errors and timeouts
                     status, reason, retry_after = None, f"{type(exc).__name__}: {exc}", 0.0
+                    timed_out = isinstance(exc, httpx.TimeoutException)
                     logger.debug("attempt %d to %s failed: %s", attempt, url, reason)
                     continue
                 finally:
                     self._outstanding[url] -= 1
-            status = response.status_code
+            status, timed_out = response.status_code, False
             if status == 200:
                 return self._completion(response, url, time.perf_counter() - start, attempt)
             reason, retry_after = response.text[:500], min(_retry_after(response), MAX_BACKOFF_S)
@@ -221,7 +231,7 @@ class LLMClient:
                 raise LLMError(url + path, attempt, status, reason)
             logger.debug("attempt %d to %s got HTTP %d", attempt, url, status)
         self.usage.failures += 1
-        raise LLMError(url + path, attempts_allowed, status, reason)
+        raise LLMError(url + path, attempts_allowed, status, reason, timed_out)
 
     def _completion(self, response: httpx.Response, url: str, latency_s: float, attempts: int) -> Completion:
         try:

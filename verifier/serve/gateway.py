@@ -4,13 +4,13 @@ Endpoints (contract in DESIGN.md, "The reward endpoint"):
   POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?}
                     -> {results: [{labels, reward, error, reason}]}
   POST /get_reward  OpenRLHF: {query, prompts, labels} -> {rewards, scores, extra_logs}
-  GET  /health      gateway and engine status
+  GET  /health      200 while an engine can judge (or none is needed), else 503; per-engine status
   GET  /metrics     Prometheus text
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import secrets
 import threading
 import time
@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rubric_pipeline.core.records import Rubric
 from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
+from verifier.serve.supervisor import EngineSupervisor
 
 AggregationName = Literal["weighted", "all", "vital", "strict_all", "strict_vital"]
 
@@ -138,18 +138,26 @@ def create_app(
     open_service: Callable[[Metrics], AbstractAsyncContextManager[RewardService]] | None = None,
     token: str | None = None,
     engine_urls: list[str] | None = None,
+    supervisor: EngineSupervisor | None = None,
     max_body_bytes: int = 16 * 1024 * 1024,
 ) -> FastAPI:
     """The gateway around a ready ``service``, or one that ``open_service(metrics)`` opens at startup
-    (so its HTTP client lives on the server's event loop). ``token`` turns on bearer auth."""
+    (so its HTTP client lives on the server's event loop). ``token`` turns on bearer auth. ``supervisor``
+    watches the engines (``engine_urls`` alone: one that health-checks those URLs); it runs while the app
+    does and ``/health`` reports it."""
     if (service is None) == (open_service is None):
         raise ValueError("give exactly one of service or open_service")
     metrics = service.metrics if service is not None else Metrics()
+    if supervisor is None and engine_urls:
+        supervisor = EngineSupervisor.for_urls(list(engine_urls))
+    if supervisor is not None:
+        supervisor.metrics = metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=2.0) as probe:
-            app.state.probe = probe
+        async with contextlib.AsyncExitStack() as stack:
+            if supervisor is not None:
+                await stack.enter_async_context(supervisor)
             if open_service is None:
                 app.state.service, app.state.token, app.state.max_body_bytes = service, token, max_body_bytes
                 yield
@@ -187,29 +195,22 @@ def create_app(
         return await service.openrlhf_rewards(body.query, body.prompts, body.labels)
 
     @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
-        probe: httpx.AsyncClient = request.app.state.probe
-        urls = engine_urls or []
-        states = await asyncio.gather(*(_engine_state(probe, url) for url in urls))
-        engines = dict(zip(urls, states, strict=True))
-        status = "ok" if all(state == "ok" for state in states) else "degraded"
+    async def health(request: Request) -> JSONResponse:
+        """503 when no engine can judge, so a load balancer routes elsewhere; the supervisor's last probe
+        (at most ``interval_s`` old) decides, so this answers at once."""
         inflight = request.app.state.service.inflight if request.app.state.service else 0
-        return {"status": status, "engines": engines, "inflight": inflight}
+        status = supervisor.status() if supervisor is not None else {}
+        engines = {url: entry["state"] for url, entry in status.items()}
+        ready = supervisor is None or supervisor.ready()
+        overall = "ok" if all(s == "ok" for s in engines.values()) else "degraded" if ready else "unavailable"
+        body = {"status": overall, "engines": engines, "engine_detail": status, "inflight": inflight}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def _engine_state(probe: httpx.AsyncClient, url: str) -> str:
-    root = url.removesuffix("/").removesuffix("/v1")
-    try:
-        response = await probe.get(f"{root}/health")
-    except httpx.HTTPError:
-        return "unreachable"
-    return "ok" if response.status_code == 200 else f"status {response.status_code}"
 
 
 class BackgroundServer:

@@ -22,18 +22,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rubric_pipeline.core.records import Rubric, RubricSet, iter_jsonl
 from verifier.judge.guard import DEGENERATE
-from verifier.judge.judges import Judgement
+from verifier.judge.judges import Judgement, Reason
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-# Reasons a result carries; "degenerate" scores 0, every other one leaves the reward None.
-NO_RUBRICS = "no_rubrics"
-TIMEOUT = "timeout"
-ENGINE_ERROR = "engine_error"
-UNPARSABLE = "unparsable"
-UNSCORABLE = "unscorable"
+# Reasons a result carries (typed: :class:`~verifier.judge.judges.Reason`); "degenerate" scores 0, every
+# other one leaves the reward None.
+NO_RUBRICS = Reason.NO_RUBRICS
+TIMEOUT = Reason.TIMEOUT
+ENGINE_ERROR = Reason.ENGINE_ERROR
+UNPARSABLE = Reason.UNPARSABLE
+UNSCORABLE = Reason.UNSCORABLE
 UNJUDGEABLE_REASONS = (NO_RUBRICS, TIMEOUT, ENGINE_ERROR, UNPARSABLE, UNSCORABLE)
 
 
@@ -73,10 +74,11 @@ class ItemResult:
     labels: list[str] | None
     reward: float | None
     error: str | None = None
-    reason: str | None = None
+    reason: Reason | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"labels": self.labels, "reward": self.reward, "error": self.error, "reason": self.reason}
+        reason = None if self.reason is None else self.reason.value
+        return {"labels": self.labels, "reward": self.reward, "error": self.error, "reason": reason}
 
 
 @dataclass
@@ -105,6 +107,10 @@ class Metrics:
             "rv_engine_errors", "engine failures (errors and timeouts)", ["kind"], registry=r
         )
         self.inflight = Gauge("rv_inflight_requests", "requests queued or being judged", registry=r)
+        self.engine_up = Gauge("rv_engine_up", "1 while an engine is in rotation", ["engine"], registry=r)
+        self.engine_restarts = Counter(
+            "rv_engine_restarts", "restarts of engines this server started", ["engine"], registry=r
+        )
         self.rejected = Counter("rv_rejected", "requests refused before judging", ["reason"], registry=r)
 
 
@@ -228,7 +234,7 @@ class RewardService:
         started = time.perf_counter()
         try:
             if is_degenerate(item.response):  # before any model call: openers and punctuation score 0
-                return self._count(ItemResult(labels=None, reward=0.0, reason=DEGENERATE))
+                return self._count(ItemResult(labels=None, reward=0.0, reason=Reason.DEGENERATE))
             if not item.rubrics:
                 return self._count(ItemResult(None, None, "the item has no rubrics to judge", NO_RUBRICS))
             try:
@@ -242,9 +248,9 @@ class RewardService:
                 self.metrics.engine_errors.labels(ENGINE_ERROR).inc()
                 return self._count(ItemResult(None, None, f"{type(exc).__name__}: {exc}", ENGINE_ERROR))
             if judgement.labels is None:
-                reason = classify_error(judgement.error)
-                if reason == ENGINE_ERROR:
-                    self.metrics.engine_errors.labels(ENGINE_ERROR).inc()
+                reason = judgement.reason or ENGINE_ERROR
+                if reason in (ENGINE_ERROR, TIMEOUT):
+                    self.metrics.engine_errors.labels(reason).inc()
                 return self._count(ItemResult(None, None, judgement.error or "no labels", reason))
             outcome = score(judgement.labels, item.rubrics, aggregation or self.aggregation)
             if outcome.value is None:  # e.g. no vital rubric under a vital-only aggregation
@@ -261,10 +267,11 @@ class RewardService:
             return await self.judge.judge(item.question, item.response, rubrics)
         first = await self.judge.judge(item.question, item.response, rubrics[:window])
         if first.labels is None:  # unjudgeable already: spare the engine the other windows
-            return Judgement(None, f"rubrics 1-{window}: {first.error}", first.raw)
+            return Judgement(None, f"rubrics 1-{window}: {first.error}", first.raw, reason=first.reason)
         rest = await self.judge.judge(item.question, item.response, rubrics[window:])
         if rest.labels is None:
-            return Judgement(None, f"rubrics {window + 1}-{len(rubrics)}: {rest.error}", first.raw + rest.raw)
+            error = f"rubrics {window + 1}-{len(rubrics)}: {rest.error}"
+            return Judgement(None, error, first.raw + rest.raw, reason=rest.reason)
         return Judgement(first.labels + rest.labels, raw=first.raw + rest.raw)
 
     def _count(self, result: ItemResult) -> ItemResult:
@@ -324,17 +331,3 @@ class RewardService:
                 for r, missing in zip(results, unjudgeable, strict=True)
             ]
         return {"rewards": rewards, "scores": rewards, "extra_logs": extra_logs}
-
-
-def classify_error(error: str | None) -> str:
-    """Map a judge's error text to a metric reason (the judge reports errors as text)."""
-    text = (error or "").lower()
-    if "timeout" in text or "timed out" in text:
-        return TIMEOUT
-    if "request failed" in text:  # LLMJudge's wording for an LLMError (connection, 5xx, retries spent)
-        return ENGINE_ERROR
-    if "unparsable" in text or "parse" in text:
-        return UNPARSABLE
-    if "no rubrics" in text:
-        return NO_RUBRICS
-    return ENGINE_ERROR
