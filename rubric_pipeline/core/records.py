@@ -7,6 +7,7 @@ Hugging Face ``datasets`` (see :func:`rubric_set_features` and :func:`labelled_f
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -116,11 +117,18 @@ class Rubric:
         importance = data.get("importance") or Importance.VITAL.value
         if importance not in (Importance.VITAL, Importance.OKAY):
             raise ValueError(f"rubric {data.get('rubric_id', index)!r}: unknown importance {importance!r}")
+        weight = data.get("weight")
+        if weight is not None and (
+            isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight)
+        ):
+            raise ValueError(
+                f"rubric {data.get('rubric_id', index)!r}: weight must be a finite number, got {weight!r}"
+            )
         return cls(
             rubric_id=str(data.get("rubric_id") or f"r{index}"),
             text=data["text"],
             importance=importance,
-            weight=data.get("weight"),
+            weight=weight,
             sources=[Source(**source) for source in data.get("sources") or []],
         )
 

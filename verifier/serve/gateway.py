@@ -37,7 +37,9 @@ class RubricIn(BaseModel):
     rubric_id: str | None = None
     text: str = Field(min_length=1)
     importance: Literal["vital", "okay"] = "vital"
-    weight: float | None = Field(default=None, ge=0)
+    weight: float | None = Field(
+        default=None, allow_inf_nan=False, description="negative: a pitfall (verifier.judge.reward)"
+    )
 
 
 RubricText = Annotated[str, Field(min_length=1)]
