@@ -11,15 +11,16 @@ Endpoints (contract in DESIGN.md, "The reward endpoint"):
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,6 +89,23 @@ class OpenRLHFResponse(BaseModel):
     rewards: list[float | None]
     scores: list[float | None]
     extra_logs: dict[str, list[float]]
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always renders: non-ASCII escaped, so text a client sent with lone surrogates (valid JSON
+    escapes, not encodable as UTF-8) cannot turn an answer into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def validation_detail(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pydantic's errors without the offending input: it may be a megabyte, NaN, or unencodable."""
+    return [
+        {"loc": [part if isinstance(part, int) else str(part) for part in e["loc"]], "msg": e["msg"],
+         "type": e["type"]}
+        for e in errors
+    ]  # fmt: skip
 
 
 class MetricsMiddleware:
@@ -168,13 +186,19 @@ def create_app(
                     app.state.service = opened
                     yield
 
-    app = FastAPI(title="rubric-verifier reward gateway", lifespan=lifespan)
+    app = FastAPI(
+        title="rubric-verifier reward gateway", lifespan=lifespan, default_response_class=SafeJSONResponse
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.service, app.state.token, app.state.max_body_bytes = service, token, max_body_bytes
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return SafeJSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
+
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=413)
+        return SafeJSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
@@ -183,7 +207,7 @@ def create_app(
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
         detail = [{"loc": list(exc.loc), "msg": str(exc), "type": "value_error"}]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return SafeJSONResponse({"detail": detail}, status_code=422)
 
     @app.post("/v1/judge", response_model=JudgeResponse)
     async def judge(body: JudgeRequest, service: AdmittedService) -> dict[str, Any]:
@@ -206,7 +230,7 @@ def create_app(
         ready = supervisor is None or supervisor.ready()
         overall = "ok" if all(s == "ok" for s in engines.values()) else "degraded" if ready else "unavailable"
         body = {"status": overall, "engines": engines, "engine_detail": status, "inflight": inflight}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        return SafeJSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
