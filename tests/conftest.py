@@ -14,9 +14,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 # ../shared/data/trec_rag24 beside the checkout, or RV_TREC_DIR (a worktree may sit one level deeper)
-TREC_DIR = Path(
-    os.environ.get("RV_TREC_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "trec_rag24"
-)
+_BESIDE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "trec_rag24"
+TREC_DIR = Path(os.environ.get("RV_TREC_DIR") or _BESIDE)
 
 
 @pytest.fixture(scope="session", autouse=True)

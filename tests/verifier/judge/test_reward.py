@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from rubric_pipeline.core.records import Rubric
-from verifier.judge.prompt import format_labels
 from verifier.judge.guard import is_degenerate
+from verifier.judge.prompt import format_labels
 from verifier.judge.reward import Aggregation, RewardResult, aggregate, score
 from verifier.train.rl_reward import has_reasoning_block, macro_f1, rl_reward
 
