@@ -9,9 +9,11 @@
    another question), and repeated 2x / 3x.
 
 The judge is the lexical baseline fitted on dev.jsonl (test.jsonl is only scored), optionally also a
-served model (``--engine-url``, an OpenAI-compatible vLLM server: LLMJudge with the guard on and off).
+served model (``--engine-url`` of a running OpenAI-compatible server, or ``--serve-model DIR`` to start a
+vLLM engine on it here: LLMJudge with the guard on and off).
 
-    .venv/bin/python bench/robustness.py --trec-dir ../shared/data/trec_rag24 [--engine-url URL]
+    .venv/bin/python bench/robustness.py --trec-dir ../shared/data/trec_rag24
+    flock /tmp/rv-heavy.lock .venv/bin/python bench/robustness.py --serve-model .cache/models/tiny
 
 Writes bench/results/robustness.json.
 """
@@ -188,9 +190,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trec-dir", default=str(ROOT.parent / "shared" / "data" / "trec_rag24"))
     parser.add_argument("--engine-url", action="append", default=[], help="a served verifier to add")
+    parser.add_argument("--serve-model", default=None, help="start a vLLM engine on this model and add it")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "robustness.json"))
     args = parser.parse_args()
-    rows = asyncio.run(run(args))
+    if args.serve_model:
+        from verifier.serve.engine import EngineConfig, VLLMEngine
+
+        with VLLMEngine(EngineConfig(model=args.serve_model, max_model_len=2048)) as engine:
+            args.engine_url.append(engine.url)
+            rows = asyncio.run(run(args))
+    else:
+        rows = asyncio.run(run(args))
     flags = sorted({f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
                     for f in line.split() if f in ("avx2", "avx512_bf16", "avx512f")})  # fmt: skip
     meta = {"machine": platform.processor() or platform.machine(), "cpu_flags": flags, "judges": rows}
