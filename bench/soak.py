@@ -83,6 +83,16 @@ async def worker(client: httpx.AsyncClient, url: str, stop_at: float, tally: Cou
             tally["lost:no reason"] += 1
 
 
+async def restarted(client: httpx.AsyncClient, url: str, restarts: int) -> bool:
+    """Whether /health is 200 with the engine restarted ``restarts`` times."""
+    try:
+        answer = await client.get(f"{url}/health", timeout=5)
+    except httpx.HTTPError:
+        return False
+    detail = answer.json().get("engine_detail", {}).values()
+    return answer.status_code == 200 and sum(entry["restarts"] for entry in detail) >= restarts
+
+
 async def drive(args: argparse.Namespace, url: str, gateway: psutil.Process) -> dict[str, Any]:
     tally: Counter = Counter()
     start = time.monotonic()
@@ -109,13 +119,18 @@ async def drive(args: argparse.Namespace, url: str, gateway: psutil.Process) -> 
                     os.kill(server.pid, signal.SIGKILL)
                     kills.append({"at_s": now - start, "pid": server.pid, "judged_before": tally["judged"]})
                     print(f"[{now - start:7.1f}s] killed vLLM pid {server.pid}", flush=True)
-            for kill in kills:
-                if "judging_again_s" not in kill and tally["judged"] > kill["judged_before"] + 5:
-                    kill["judging_again_s"] = now - start - kill["at_s"]
-                    print(
-                        f"[{now - start:7.1f}s] judging again after {kill['judging_again_s']:.1f}s",
-                        flush=True,
+            for number, kill in enumerate(kills, start=1):
+                if "restarted_s" not in kill and await restarted(client, url, number):
+                    kill["restarted_s"], kill["judged_at_restart"] = (
+                        now - start - kill["at_s"],
+                        tally["judged"],
                     )
+                    print(
+                        f"[{now - start:7.1f}s] engine restarted after {kill['restarted_s']:.1f}s", flush=True
+                    )
+                resumed = "restarted_s" in kill and tally["judged"] > kill["judged_at_restart"]
+                if resumed and "judging_again_s" not in kill:  # rewards again, after the restart
+                    kill["judging_again_s"] = now - start - kill["at_s"]
         await asyncio.gather(*workers)
     warm = [value for t, value in rss if t >= args.warmup_s]
     baseline = warm[0] if warm else rss[-1][1]
