@@ -5,8 +5,8 @@
    lists), the false-positive rate: the share of rubric labels that are not ``not_support`` (every label
    of an attack should be), and the share of attacks with a reward > 0; with the degenerate guard on and
    off. Beside it, support recall on the real answers (human ``support`` labels judged ``support``).
-2. Verbosity: the weighted reward of each real answer, as written, padded with an irrelevant answer (to
-   another question), and repeated 2x / 3x.
+2. Verbosity: the weighted reward of each correct real answer (human reward >= 0.5), as written, padded
+   with an irrelevant answer (to another question), and repeated 2x / 3x.
 
 The judge is the lexical baseline fitted on dev.jsonl (test.jsonl is only scored), optionally also a
 served model (``--engine-url`` of a running OpenAI-compatible server, or ``--serve-model DIR`` to start a
@@ -130,8 +130,10 @@ def support_recall(examples: list[LabelledExample], labels: list[list[str] | Non
 
 
 def variants(real: list[LabelledExample]) -> dict[str, list[LabelledExample]]:
-    """Each real answer as written, padded with another question's answer, and repeated."""
+    """Each correct real answer (human weighted reward >= 0.5) as written, padded with another question's
+    answer, and repeated."""
     other = {e.qid: next((o.response for o in real if o.qid != e.qid), "") for e in real}
+    real = [e for e in real if (aggregate(e.labels, e.rubrics) or 0.0) >= 0.5]
 
     def make(e: LabelledExample, text: str) -> LabelledExample:
         return LabelledExample(e.qid, e.question, text, e.response_id, e.rubrics, e.labels, e.label_source)
@@ -166,6 +168,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rewards = [aggregate(row, e.rubrics) for e, row in zip(examples, labels, strict=True) if row]
             rewards = [r for r in rewards if r is not None]
             result["verbosity"][name] = sum(rewards) / max(1, len(rewards))
+            result["verbosity_n"] = len(rewards)
         result["wall_s"] = time.perf_counter() - start
         rows[judged.name] = result
         print_report(judged.name, result)
