@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import LABEL_SCORES, Label, Rubric
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class Reason(StrEnum):
     ENGINE_ERROR = "engine_error"
     UNPARSABLE = "unparsable"
     UNSCORABLE = "unscorable"
+    PROMPT_MISMATCH = "prompt_mismatch"  # /get_reward: the query does not start with the prompt
+    OVERLOADED = "overloaded"  # no room in the work queue in time
 
 
 @dataclass
@@ -122,9 +125,9 @@ class LLMJudge:
         from verifier.judge import prompt
 
         if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
+            raise ConfigError(f"samples must be >= 1, got {samples}")
         if samples > 1 and temperature <= 0:
-            raise ValueError(
+            raise ConfigError(
                 "self-consistency (samples > 1) needs temperature > 0: greedy samples are identical"
             )
         self.client = client

@@ -31,6 +31,7 @@ from typing import Literal
 import httpx
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 CPU_BLOCK_SIZE = 32
 
 
-class EngineError(RuntimeError):
+class EngineError(RubricVerifierError, RuntimeError):
     """The engine died or never became ready; the message quotes the tail of its log."""
 
 
@@ -242,7 +243,7 @@ class VLLMEngine:
         if self.process is not None:
             return self
         if not self.config.model:
-            raise ValueError("EngineConfig.model is empty: give the model directory to serve")
+            raise ConfigError("EngineConfig.model is empty: give the model directory to serve")
         self._closed = False
         if self._workdir is None:  # kept across restarts: it holds the default log
             self._workdir = tempfile.TemporaryDirectory(prefix="rv-vllm-")
