@@ -79,7 +79,7 @@ async def test_verl_compute_score_returns_scalars_only(gateway):
     assert all(isinstance(value, float) for value in result.values()), result
     assert 0.0 <= result["score"] <= 1.0 and result["judged"] == 1.0 and result["n_rubrics"] == 3.0
     # unjudgeable: the documented default score, flagged, never raised into the training loop
-    default = await compute_score("rubric_qa", "An answer.", [], None, url=gateway.url)
+    default = await compute_score("rubric_qa", "The Sella river.", [], None, url=gateway.url)
     assert default["score"] == 0.0 and default["unjudgeable"] == 1.0 and set(default) == set(result)
     fallback = await compute_score(
         "rubric_qa", "An answer.", "[]", None, url=gateway.url, unjudgeable_score=-1
@@ -228,7 +228,7 @@ async def test_client_waits_out_a_full_gateway_queue(vllm_server, caplog):
             holder = asyncio.create_task(hold_the_queue())
             await asyncio.sleep(0)
             with caplog.at_level("WARNING", logger="verifier.integrations._client"):
-                item = {"question": "q", "response": "an answer", "rubrics": RUBRICS}
+                item = {"question": "q", "response": "The Sella river.", "rubrics": RUBRICS}
                 (result,) = await post_judge("http://gateway", [item], client=client, backoff_s=0.01)
             await holder
     assert len(result["labels"]) == 3 and result["reward"] is not None
