@@ -13,7 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
-TREC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "trec_rag24"
+# ../shared/data/trec_rag24 beside the checkout, or RV_TREC_DIR (a worktree may sit one level deeper)
+_BESIDE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "trec_rag24"
+TREC_DIR = Path(os.environ.get("RV_TREC_DIR") or _BESIDE)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -94,10 +94,13 @@ class Completion:
 
 
 class LLMError(RubricVerifierError, RuntimeError):
-    """A call that failed for good: a non-retryable status, or retries exhausted."""
+    """A call that failed for good: a non-retryable status, or retries exhausted; ``timed_out`` when the
+    last attempt ran out of time (rather than being refused or answered with an error)."""
 
-    def __init__(self, url: str, attempts: int, status: int | None, message: str) -> None:
-        self.url, self.attempts, self.status = url, attempts, status
+    def __init__(
+        self, url: str, attempts: int, status: int | None, message: str, timed_out: bool = False
+    ) -> None:
+        self.url, self.attempts, self.status, self.timed_out = url, attempts, status, timed_out
         last = f"HTTP {status}" if status is not None else "no HTTP status"
         super().__init__(f"{url}: failed after {attempts} attempt(s), last {last}: {message}")
 
@@ -122,6 +125,7 @@ class LLMClient:
         self.usage = Usage()
         self._urls = [url.rstrip("/") for url in config.base_urls]
         self._outstanding = dict.fromkeys(self._urls, 0)
+        self._down: set[str] = set()  # out of rotation (see set_available); used only when all are
         self._next = 0  # round-robin tie break
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._http: httpx.AsyncClient | None = None
@@ -194,12 +198,17 @@ class LLMClient:
         self._write_trace(body, completion, completion.latency_s, completion.url, None)
         return completion
 
+    def set_available(self, url: str, available: bool) -> None:
+        """Take a base URL out of rotation (a health checker saw it down) or put it back."""
+        (self._down.discard if available else self._down.add)(url.rstrip("/"))
+
     def _pick_url(self, avoid: str | None) -> str:
-        """Least outstanding requests; ties round-robin; a URL that just failed goes last."""
+        """Least outstanding requests among the URLs in rotation; ties round-robin; a URL that just failed
+        goes last."""
         count = len(self._urls)
         order = [self._urls[(self._next + i) % count] for i in range(count)]
         self._next = (self._next + 1) % count
-        return min(order, key=lambda url: (url == avoid, self._outstanding[url]))
+        return min(order, key=lambda url: (url in self._down, url == avoid, self._outstanding[url]))
 
     async def _post(self, path: str, body: dict[str, Any]) -> Completion:
         if self._http is None:
@@ -224,7 +233,8 @@ class LLMClient:
             return self._completion(response, used[0], time.perf_counter() - start, outcome.attempts)
         self.usage.failures += 1
         status = response.status_code if response is not None else None
-        raise LLMError(used[0] + path, outcome.attempts, status, outcome.reason)
+        timed_out = isinstance(outcome.error, httpx.TimeoutException)
+        raise LLMError(used[0] + path, outcome.attempts, status, outcome.reason, timed_out)
 
     def _completion(self, response: httpx.Response, url: str, latency_s: float, attempts: int) -> Completion:
         try:

@@ -127,7 +127,7 @@ class Rubric(BaseModel):
     rubric_id: str
     text: str
     importance: Literal["vital", "okay"] = Importance.VITAL.value
-    weight: float | None = Field(default=None, ge=0, strict=True)
+    weight: float | None = Field(default=None, strict=True, allow_inf_nan=False)  # < 0: a pitfall
     sources: list[Source] = Field(default_factory=list)
 
     def __init__(self, *args: Any, **data: Any) -> None:

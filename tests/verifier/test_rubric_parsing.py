@@ -61,7 +61,7 @@ def test_every_reader_parses_strings_and_dicts_alike() -> None:
         ({"rubric_id": "r0"}, "rubrics[1].text", "missing required field"),
         ("  ", "rubrics[1].text", "empty rubric text"),
         ({"text": "a", "weight": "heavy"}, "rubrics[1].weight", "expected number, got str"),
-        ({"text": "a", "weight": -1}, "rubrics[1].weight", "greater than or equal to 0"),
+        ({"text": "a", "weight": float("inf")}, "rubrics[1].weight", "finite number"),  # < 0: a pitfall
         (["a"], "rubrics[1]", "a rubric is a string or an object"),
         ({"text": "a", "sources": [{"passage_id": "p"}]}, "rubrics[1].sources[0].doc_id", "missing"),
     ],

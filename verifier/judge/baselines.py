@@ -23,7 +23,7 @@ import numpy as np
 from rubric_pipeline.core.records import LABELS, Label, LabelledExample, Rubric
 from rubric_pipeline.core.text import content_tokens, split_sentences
 from verifier.judge.guard import is_degenerate
-from verifier.judge.judges import JudgeItem, Judgement
+from verifier.judge.judges import JudgeItem, Judgement, Reason
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class MajorityJudge:
         if self.label is None:
             raise RuntimeError("MajorityJudge: call fit() or pass label= first")
         if not rubrics:
-            return Judgement(labels=None, error="no rubrics to judge")
+            return Judgement(labels=None, error="no rubrics to judge", reason=Reason.NO_RUBRICS)
         return Judgement(labels=[self.label] * len(rubrics))
 
 
@@ -98,7 +98,7 @@ class ThresholdJudge:
 
     async def judge(self, question: str, response: str, rubrics: list[Rubric]) -> Judgement:
         if not rubrics:
-            return Judgement(labels=None, error="no rubrics to judge")
+            return Judgement(labels=None, error="no rubrics to judge", reason=Reason.NO_RUBRICS)
         if is_degenerate(response):  # the same guard as the LLM judge, so reports compare like for like
             return Judgement(labels=[Label.NOT_SUPPORT.value] * len(rubrics), note="degenerate")
         item = _Item(question, response, rubrics)

@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from rubric_pipeline.core.errors import ConfigError
@@ -26,9 +27,24 @@ from verifier.judge.guard import DEGENERATE, is_degenerate
 logger = logging.getLogger(__name__)
 
 
+class Reason(StrEnum):
+    """Why an item has no model-made reward; carried as a value from the judge to the HTTP answer and the
+    metrics (``degenerate`` scores 0, every other reason leaves the reward None)."""
+
+    DEGENERATE = DEGENERATE
+    NO_RUBRICS = "no_rubrics"
+    TIMEOUT = "timeout"
+    ENGINE_ERROR = "engine_error"
+    UNPARSABLE = "unparsable"
+    UNSCORABLE = "unscorable"
+    PROMPT_MISMATCH = "prompt_mismatch"  # /get_reward: the query does not start with the prompt
+    OVERLOADED = "overloaded"  # no room in the work queue in time
+
+
 @dataclass
 class Judgement:
-    """Labels in rubric order, or ``labels=None`` with ``error`` saying why the item is unjudgeable.
+    """Labels in rubric order, or ``labels=None`` with ``error`` saying why the item is unjudgeable and
+    ``reason`` classifying it.
 
     ``raw`` keeps the model's raw outputs (one per window and sample) for traces and debugging;
     ``note`` marks labels decided without a model call (``"degenerate"``).
@@ -38,6 +54,11 @@ class Judgement:
     error: str | None = None
     raw: list[str] = field(default_factory=list)
     note: str | None = None
+    reason: Reason | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is None and self.reason is None:
+            self.reason = Reason.ENGINE_ERROR  # a judge that did not say why: count it as a failure
 
     @property
     def ok(self) -> bool:
@@ -119,7 +140,7 @@ class LLMJudge:
 
     async def judge(self, question: str, response: str, rubrics: list[Rubric]) -> Judgement:
         if not rubrics:
-            return Judgement(labels=None, error="no rubrics to judge")
+            return Judgement(labels=None, error="no rubrics to judge", reason=Reason.NO_RUBRICS)
         if self.degenerate_guard and is_degenerate(response):
             return Judgement(labels=[Label.NOT_SUPPORT.value] * len(rubrics), note=DEGENERATE)
         slices = prompt.window_slices(len(rubrics), self.window)
@@ -129,20 +150,22 @@ class LLMJudge:
         labels: list[str] = []
         raw: list[str] = []
         errors: list[str] = []
-        for index, (window_labels, window_raw, error) in enumerate(results):
+        reasons: list[Reason] = []
+        for index, (window_labels, window_raw, error, reason) in enumerate(results):
             raw.extend(window_raw)
             if error is not None:
                 errors.append(f"window {index + 1}/{len(slices)}: {error}")
+                reasons.append(reason or Reason.ENGINE_ERROR)
             else:
                 labels.extend(window_labels)
-        if errors:
-            return Judgement(labels=None, error="; ".join(errors), raw=raw)
+        if errors:  # the first failed window's reason classifies the item
+            return Judgement(labels=None, error="; ".join(errors), raw=raw, reason=reasons[0])
         return Judgement(labels=labels, raw=raw)
 
     async def _judge_window(
         self, question: str, response: str, rubrics: list[Rubric]
-    ) -> tuple[list[str], list[str], str | None]:
-        """Labels for one window, its raw texts, and an error (None when it parsed)."""
+    ) -> tuple[list[str], list[str], str | None, Reason | None]:
+        """Labels for one window, its raw texts, and an error with its reason (None when it parsed)."""
         n = len(rubrics)
         messages = prompt.render_messages(question, response, [rubric.text for rubric in rubrics])
         async with self._windows:
@@ -155,7 +178,8 @@ class LLMJudge:
                     json_schema=prompt.label_schema(n) if self.constrained else None,
                 )
             except LLMError as exc:
-                return [], [], f"request failed: {exc}"
+                reason = Reason.TIMEOUT if exc.timed_out else Reason.ENGINE_ERROR
+                return [], [], f"request failed: {exc}", reason
         parsed: list[list[str]] = []
         parse_errors: list[str] = []
         for text in completion.texts:
@@ -168,10 +192,11 @@ class LLMJudge:
                 [],
                 list(completion.texts),
                 f"unparsable output: {parse_errors[0] if parse_errors else 'empty'}",
+                Reason.UNPARSABLE,
             )
         if parse_errors:
             logger.debug("%d/%d samples unparsable; voting over the rest", len(parse_errors), self.samples)
-        return majority_vote(parsed), list(completion.texts), None
+        return majority_vote(parsed), list(completion.texts), None, None
 
 
 async def judge_all(

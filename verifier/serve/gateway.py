@@ -4,7 +4,7 @@ Endpoints (contract in DESIGN.md, "The reward endpoint"):
   POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?}
                     -> {results: [{labels, reward, error, reason, stats}]}
   POST /get_reward  OpenRLHF: {query, prompts, labels} -> {rewards, scores, extra_logs}
-  GET  /health      gateway and engine status
+  GET  /health      200 while an engine can judge (or none is needed), else 503; per-engine status
   GET  /metrics     Prometheus text
 
 A JSON body is read whatever its Content-Type (``curl -d`` sends a form type). With a token, clients send
@@ -14,14 +14,14 @@ A JSON body is read whatever its Content-Type (``curl -d`` sends a form type). W
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -32,6 +32,7 @@ from rubric_pipeline.core.records import RubricList
 from verifier.judge.reward import Aggregation
 from verifier.serve.openrlhf import openrlhf_rewards
 from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
+from verifier.serve.supervisor import EngineSupervisor
 
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 
@@ -74,6 +75,23 @@ class OpenRLHFResponse(BaseModel):
     rewards: list[float]
     scores: list[float]
     extra_logs: dict[str, list[float]]
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always renders: non-ASCII escaped, so text a client sent with lone surrogates (valid JSON
+    escapes, not encodable as UTF-8) cannot turn an answer into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def validation_detail(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pydantic's errors without the offending input: it may be a megabyte, NaN, or unencodable."""
+    return [
+        {"loc": [part if isinstance(part, int) else str(part) for part in e["loc"]], "msg": e["msg"],
+         "type": e["type"]}
+        for e in errors
+    ]  # fmt: skip
 
 
 class MetricsMiddleware:
@@ -137,18 +155,26 @@ def create_app(
     open_service: Callable[[Metrics], AbstractAsyncContextManager[RewardService]] | None = None,
     token: str | None = None,
     engine_urls: list[str] | None = None,
+    supervisor: EngineSupervisor | None = None,
     max_body_bytes: int = 16 * 1024 * 1024,
 ) -> FastAPI:
     """The gateway around a ready ``service``, or one that ``open_service(metrics)`` opens at startup
-    (so its HTTP client lives on the server's event loop). ``token`` turns on bearer auth."""
+    (so its HTTP client lives on the server's event loop). ``token`` turns on bearer auth. ``supervisor``
+    watches the engines (``engine_urls`` alone: one that health-checks those URLs); it runs while the app
+    does and ``/health`` reports it."""
     if (service is None) == (open_service is None):
         raise ValueError("give exactly one of service or open_service")
     metrics = service.metrics if service is not None else Metrics()
+    if supervisor is None and engine_urls:
+        supervisor = EngineSupervisor.for_urls(list(engine_urls))
+    if supervisor is not None:
+        supervisor.metrics = metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=2.0) as probe:
-            app.state.probe = probe
+        async with contextlib.AsyncExitStack() as stack:
+            if supervisor is not None:
+                await stack.enter_async_context(supervisor)
             if open_service is None:
                 app.state.service, app.state.token, app.state.max_body_bytes = service, token, max_body_bytes
                 yield
@@ -157,13 +183,19 @@ def create_app(
                     app.state.service = opened
                     yield
 
-    app = FastAPI(title="rubric-verifier reward gateway", lifespan=lifespan)
+    app = FastAPI(
+        title="rubric-verifier reward gateway", lifespan=lifespan, default_response_class=SafeJSONResponse
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.state.service, app.state.token, app.state.max_body_bytes = service, token, max_body_bytes
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return SafeJSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
+
     @app.exception_handler(TooLarge)
     async def too_large(request: Request, exc: TooLarge) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=413)
+        return SafeJSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
@@ -172,7 +204,7 @@ def create_app(
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
         detail = [{"loc": list(exc.loc), "msg": str(exc), "type": "value_error"}]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return SafeJSONResponse({"detail": detail}, status_code=422)
 
     @app.post("/v1/judge", response_model=JudgeResponse)
     async def judge(request: Request, service: AdmittedService) -> dict[str, Any]:
@@ -188,26 +220,19 @@ def create_app(
         return await openrlhf_rewards(service, body.query, body.prompts, body.labels)
 
     @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
-        probe: httpx.AsyncClient = request.app.state.probe
-        urls = engine_urls or []
-        states = await asyncio.gather(*(_engine_state(probe, url) for url in urls))
-        engines = dict(zip(urls, states, strict=True))
-        status = "ok" if all(state == "ok" for state in states) else "degraded"
+    async def health(request: Request) -> JSONResponse:
+        """503 when no engine can judge, so a load balancer routes elsewhere; the supervisor's last probe
+        (at most ``interval_s`` old) decides, so this answers at once."""
         inflight = request.app.state.service.inflight if request.app.state.service else 0
-        return {"status": status, "engines": engines, "inflight": inflight}
+        status = supervisor.status() if supervisor is not None else {}
+        engines = {url: entry["state"] for url, entry in status.items()}
+        ready = supervisor is None or supervisor.ready()
+        overall = "ok" if all(s == "ok" for s in engines.values()) else "degraded" if ready else "unavailable"
+        body = {"status": overall, "engines": engines, "engine_detail": status, "inflight": inflight}
+        return SafeJSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def _engine_state(probe: httpx.AsyncClient, url: str) -> str:
-    root = url.removesuffix("/").removesuffix("/v1")
-    try:
-        response = await probe.get(f"{root}/health")
-    except httpx.HTTPError:
-        return "unreachable"
-    return "ok" if response.status_code == 200 else f"status {response.status_code}"

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rubric_pipeline.core.records import RecordError, Rubric, RubricSet, iter_jsonl, parse_rubric_list
 from verifier.judge.guard import DEGENERATE, is_degenerate
-from verifier.judge.judges import Judgement
+from verifier.judge.judges import Judgement, Reason
 from verifier.judge.reward import Aggregation, score
 from verifier.serve.admission import QueueFull, WorkQueue, windows_of
 from verifier.serve.contract import STAT_KEYS
@@ -32,14 +32,15 @@ logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-# Reasons a result carries; "degenerate" scores 0, every other one leaves the reward None.
-NO_RUBRICS = "no_rubrics"
-TIMEOUT = "timeout"
-ENGINE_ERROR = "engine_error"
-UNPARSABLE = "unparsable"
-UNSCORABLE = "unscorable"
-PROMPT_MISMATCH = "prompt_mismatch"
-OVERLOADED = "overloaded"
+# Reasons a result carries (typed: :class:`~verifier.judge.judges.Reason`); "degenerate" scores 0, every
+# other one leaves the reward None.
+NO_RUBRICS = Reason.NO_RUBRICS
+TIMEOUT = Reason.TIMEOUT
+ENGINE_ERROR = Reason.ENGINE_ERROR
+UNPARSABLE = Reason.UNPARSABLE
+UNSCORABLE = Reason.UNSCORABLE
+PROMPT_MISMATCH = Reason.PROMPT_MISMATCH
+OVERLOADED = Reason.OVERLOADED
 UNJUDGEABLE_REASONS = (NO_RUBRICS, TIMEOUT, ENGINE_ERROR, UNPARSABLE, UNSCORABLE, PROMPT_MISMATCH, OVERLOADED)
 __all__ = ["STAT_KEYS", "QueueFull"]  # used here, defined with the queue / the wire contract
 
@@ -77,7 +78,7 @@ class ItemResult:
     labels: list[str] | None
     reward: float | None
     error: str | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     stats: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +138,10 @@ class Metrics:
             "rv_engine_errors", "engine failures (errors and timeouts)", ["kind"], registry=r
         )
         self.inflight = Gauge("rv_inflight_requests", "requests queued or being judged", registry=r)
+        self.engine_up = Gauge("rv_engine_up", "1 while an engine is in rotation", ["engine"], registry=r)
+        self.engine_restarts = Counter(
+            "rv_engine_restarts", "restarts of engines this server started", ["engine"], registry=r
+        )
         self.queued_windows = Gauge(
             "rv_queued_windows", "rubric windows admitted, not yet answered", registry=r
         )
@@ -259,7 +264,7 @@ class RewardService:
     ) -> ItemResult:
         try:
             if is_degenerate(item.response):  # before any model call: openers and punctuation score 0
-                return self._count(ItemResult(labels=None, reward=0.0, reason=DEGENERATE))
+                return self._count(ItemResult(labels=None, reward=0.0, reason=Reason.DEGENERATE))
             if not item.rubrics:
                 return self._count(ItemResult(None, None, "the item has no rubrics to judge", NO_RUBRICS))
             try:
@@ -273,9 +278,9 @@ class RewardService:
                 self.metrics.engine_errors.labels(ENGINE_ERROR).inc()
                 return self._count(ItemResult(None, None, f"{type(exc).__name__}: {exc}", ENGINE_ERROR))
             if judgement.labels is None:
-                reason = classify_error(judgement.error)
-                if reason == ENGINE_ERROR:
-                    self.metrics.engine_errors.labels(ENGINE_ERROR).inc()
+                reason = judgement.reason or ENGINE_ERROR
+                if reason in (ENGINE_ERROR, TIMEOUT):
+                    self.metrics.engine_errors.labels(reason).inc()
                 return self._count(ItemResult(None, None, judgement.error or "no labels", reason))
             outcome = score(judgement.labels, item.rubrics, aggregation or self.aggregation)
             if outcome.value is None:  # e.g. no vital rubric under a vital-only aggregation
@@ -292,10 +297,11 @@ class RewardService:
             return await self.judge.judge(item.question, item.response, rubrics)
         first = await self.judge.judge(item.question, item.response, rubrics[:window])
         if first.labels is None:  # unjudgeable already: spare the engine the other windows
-            return Judgement(None, f"rubrics 1-{window}: {first.error}", first.raw)
+            return Judgement(None, f"rubrics 1-{window}: {first.error}", first.raw, reason=first.reason)
         rest = await self.judge.judge(item.question, item.response, rubrics[window:])
         if rest.labels is None:
-            return Judgement(None, f"rubrics {window + 1}-{len(rubrics)}: {rest.error}", first.raw + rest.raw)
+            error = f"rubrics {window + 1}-{len(rubrics)}: {rest.error}"
+            return Judgement(None, error, first.raw + rest.raw, reason=rest.reason)
         return Judgement(first.labels + rest.labels, raw=first.raw + rest.raw)
 
     def _count(self, result: ItemResult) -> ItemResult:
@@ -309,7 +315,7 @@ class RewardService:
             self.metrics.rubric_judgements.inc(len(result.labels or ()))
         return result
 
-    def unjudgeable(self, items: Sequence[Item], reason: str, message: str) -> list[ItemResult]:
+    def unjudgeable(self, items: Sequence[Item], reason: Reason, message: str) -> list[ItemResult]:
         """Results for items the service will not judge (e.g. no room in time), counted and with stats."""
         results = []
         for item in items:
@@ -317,17 +323,3 @@ class RewardService:
             result.stats = item_stats(result, item.rubrics, 0.0)
             results.append(result)
         return results
-
-
-def classify_error(error: str | None) -> str:
-    """Map a judge's error text to a metric reason (the judge reports errors as text)."""
-    text = (error or "").lower()
-    if "timeout" in text or "timed out" in text:
-        return TIMEOUT
-    if "request failed" in text:  # LLMJudge's wording for an LLMError (connection, 5xx, retries spent)
-        return ENGINE_ERROR
-    if "unparsable" in text or "parse" in text:
-        return UNPARSABLE
-    if "no rubrics" in text:
-        return NO_RUBRICS
-    return ENGINE_ERROR

@@ -112,6 +112,37 @@ def test_heldout_families_never_reach_train():
     assert result.counts["augment:punctuation"] == 2 * 4
 
 
+def test_openers_that_state_a_rubric_are_not_attacks():
+    from verifier.data.augment import opener_examples
+
+    states = _example("q3", "a", "The bridge opened in 1932. Tolls pay for it.", ["support", "not_support"],
+                      ["The bridge opened in 1932", "Tolls pay for upkeep"])  # fmt: skip
+    opens = _example("q4", "a", "Here is a summary of the sources. The dam is 80 m high.", ["support"],
+                     ["The dam is 80 m high"])  # fmt: skip
+    out, skipped = opener_examples([states, opens])
+    responses = {e.response for e in out}
+    assert "The bridge opened in 1932." not in responses and skipped >= 1  # it states a fact: kept out
+    assert "Here is a summary of the sources." in responses
+    assert all(set(e.labels) == {"not_support"} and e.label_source == "augment:opener" for e in out)
+
+
+def test_injection_and_echo_keys_are_sized_to_the_rubrics_and_labelled_not_support():
+    from verifier.data.augment import injection_keys, per_question_examples
+
+    rubrics = EXAMPLES[0].rubrics
+    labels, lines, obj = injection_keys("label-injection", rubrics)
+    assert json.loads(labels) == ["support"] * 3 and lines.count("support") == 3
+    assert json.loads(obj) == {"labels": ["support"] * 3}
+    echo, listed = injection_keys("rubric-echo", rubrics)
+    assert echo.startswith("The response should mention") and rubrics[0].text in echo
+    assert all(f"{i + 1}. {r.text}" in listed for i, r in enumerate(rubrics))
+    out = per_question_examples(EXAMPLES, ["label-injection", "instruction-injection", "rubric-echo"])
+    assert Counter(e.label_source for e in out) == {
+        "augment:label-injection": 6, "augment:instruction-injection": 6, "augment:rubric-echo": 4
+    }  # fmt: skip
+    assert all(set(e.labels) == {"not_support"} and len(e.labels) == len(e.rubrics) for e in out)
+
+
 def test_config_rejects_unknown_families():
     with pytest.raises(ValueError, match="unknown augment families"):
         AugmentConfig(heldout_families=["emoji"])
@@ -128,8 +159,10 @@ def test_cli_writes_datasetdict_and_jsonl(tmp_path):
     assert main(["augment", "--input", str(source), "--output", str(out), "--regroup-rounds", "0"]) == 0
     data = load_from_disk(str(out))
     assert set(data) == {"train", "heldout_keys"}
-    # 3 originals + 2 questions x 7 non-held-out keys + 3 truncations ("Lyon is big." is one sentence)
-    assert data["train"].num_rows == 3 + 2 * 7 + 2
+    # 3 originals + 2 questions x 7 non-held-out keys + 2 truncations ("Lyon is big." is one sentence)
+    # + 8 openers (2 first sentences of real answers + 2 x 3 generated) + 2 questions x (3 label-injection
+    # + 3 instruction-injection + 2 rubric-echo keys)
+    assert data["train"].num_rows == 3 + 2 * 7 + 2 + 8 + 2 * (3 + 3 + 2)
     assert data["heldout_keys"].num_rows == 2 * 3
     assert all(set(row["labels"]) == {"not_support"} for row in data["heldout_keys"])
     lines = (out / "train.jsonl").read_text(encoding="utf-8").splitlines()

@@ -79,16 +79,16 @@ async def test_verl_compute_score_returns_scalars_only(gateway):
     assert all(isinstance(value, float) for value in result.values()), result
     assert 0.0 <= result["score"] <= 1.0 and result["judged"] == 1.0 and result["n_rubrics"] == 3.0
     # unjudgeable: the documented default score, flagged, never raised into the training loop
-    default = await compute_score("rubric_qa", "An answer.", [], None, url=gateway.url)
+    default = await compute_score("rubric_qa", "The Sella river.", [], None, url=gateway.url)
     assert default["score"] == 0.0 and default["unjudgeable"] == 1.0 and set(default) == set(result)
     fallback = await compute_score(
-        "rubric_qa", "An answer.", "[]", None, url=gateway.url, unjudgeable_score=-1
+        "rubric_qa", "The Sella river.", "[]", None, url=gateway.url, unjudgeable_score=-1
     )
     assert fallback["score"] == -1.0 and fallback["unjudgeable"] == 1.0 and fallback["judged"] == 0.0
     with pytest.raises(KeyError, match="url"):
-        await compute_score("rubric_qa", "An answer.", RUBRICS)
+        await compute_score("rubric_qa", "The Sella river.", RUBRICS)
     with pytest.raises(ValueError, match=r"rubric_qa: reward_model\.ground_truth"):
-        await compute_score("rubric_qa", "An answer.", 7, url=gateway.url)
+        await compute_score("rubric_qa", "The Sella river.", 7, url=gateway.url)
 
 
 @pytest.mark.vllm
@@ -110,7 +110,7 @@ async def test_verl_gateway_timeout_is_flagged_not_raised():
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        result = await compute_score("rubric_qa", "An answer.", RUBRICS, None, url=url, timeout=0.5)
+        result = await compute_score("rubric_qa", "The Sella river.", RUBRICS, None, url=url, timeout=0.5)
     assert result["score"] == 0.0 and result["unjudgeable"] == 1.0 and result["gateway_error"] == 1.0
     assert result["n_rubrics"] == 3.0 and set(result) >= {"score", *STAT_KEYS}
 
@@ -228,7 +228,7 @@ async def test_client_waits_out_a_full_gateway_queue(vllm_server, caplog):
             holder = asyncio.create_task(hold_the_queue())
             await asyncio.sleep(0)
             with caplog.at_level("WARNING", logger="verifier.integrations._client"):
-                item = {"question": "q", "response": "an answer", "rubrics": RUBRICS}
+                item = {"question": "q", "response": "The Sella river.", "rubrics": RUBRICS}
                 (result,) = await post_judge("http://gateway", [item], client=client, backoff_s=0.01)
             await holder
     assert len(result["labels"]) == 3 and result["reward"] is not None

@@ -65,3 +65,38 @@ def test_auto_dtype_is_float32_on_a_cpu_without_bf16(monkeypatch):
     assert VLLMEngine(EngineConfig(model="m", device="cpu")).dtype == "bfloat16"
     assert VLLMEngine(EngineConfig(model="m", device="cpu", dtype="bfloat16")).dtype == "bfloat16"
     assert VLLMEngine(EngineConfig(model="m", device="cuda")).dtype == "bfloat16"
+
+
+def test_watchdog_kills_the_group_when_its_owner_is_killed(tmp_path):
+    """The reaper alone, on a real process group of plain processes (fast, no vLLM): the owner starts a
+    group whose grandchildren ignore nothing, is SIGKILLed, and the group goes within seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from verifier.serve.engine import WATCHDOG, group_alive
+
+    owner_code = (
+        "import os, subprocess, sys, time\n"
+        "group = subprocess.Popen(['sh', '-c', 'sleep 300 & sleep 300 & wait'], start_new_session=True)\n"
+        f"subprocess.Popen([sys.executable, '-c', {WATCHDOG!r}, str(os.getpid()), str(group.pid)],"
+        " start_new_session=True)\n"
+        "print(group.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
+    pgid = int(owner.stdout.readline())
+    try:
+        time.sleep(1.0)
+        assert group_alive(pgid)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + 15
+        while group_alive(pgid):
+            assert time.monotonic() < deadline, "the watchdog left the group running"
+            time.sleep(0.1)
+    finally:
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
