@@ -116,17 +116,22 @@ def _negative(example: LabelledExample, response: str, family: str, key_index: i
     )
 
 
+def _first_per_question(examples: Sequence[LabelledExample]) -> list[LabelledExample]:
+    """The first example with rubrics of each question, in order of first appearance."""
+    first: dict[str, LabelledExample] = {}
+    for example in examples:
+        if example.rubrics:
+            first.setdefault(example.qid, example)
+    return list(first.values())
+
+
 def master_key_examples(
     examples: Sequence[LabelledExample], families: Sequence[str]
 ) -> list[LabelledExample]:
     """One example per (question, key) of each master-key family, every rubric ``not_support``."""
-    first_per_question: dict[str, LabelledExample] = {}
-    for example in examples:
-        if example.rubrics:
-            first_per_question.setdefault(example.qid, example)
     return [
         _negative(example, key, family, index)
-        for example in first_per_question.values()
+        for example in _first_per_question(examples)
         for family in families
         if family in MASTER_KEYS
         for index, key in enumerate(MASTER_KEYS[family])
@@ -234,13 +239,9 @@ def per_question_examples(
     examples: Sequence[LabelledExample], families: Sequence[str]
 ) -> list[LabelledExample]:
     """Label injection, instruction injection and rubric echo: one example per (question, key)."""
-    first_per_question: dict[str, LabelledExample] = {}
-    for example in examples:
-        if example.rubrics:
-            first_per_question.setdefault(example.qid, example)
     return [
         _negative(example, key, family, index)
-        for example in first_per_question.values()
+        for example in _first_per_question(examples)
         for family in families
         if family in PER_QUESTION
         for index, key in enumerate(injection_keys(family, example.rubrics))

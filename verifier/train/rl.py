@@ -18,6 +18,8 @@ from typing import Any
 from trl import GRPOConfig
 
 from rubric_pipeline.core.config import option
+from verifier.train.data import to_dataset
+from verifier.train.dynamic_sampling import DynamicSamplingGRPOTrainer
 from verifier.train.rl_reward import rl_reward
 from verifier.train.stage import (
     StageConfig,
@@ -101,9 +103,6 @@ class LabelReward:
 
 def run_rl(config: StageConfig, splits=None) -> StageResult:
     """Train stage 2 and return where the merged model is."""
-    from verifier.train.data import to_dataset
-    from verifier.train.dynamic_sampling import DynamicSamplingGRPOTrainer
-
     splits, model, tokenizer = prepare_stage(config, "rl", splits)
     trainer = DynamicSamplingGRPOTrainer(
         model=model,

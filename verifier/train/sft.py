@@ -18,7 +18,10 @@ from trl import SFTConfig
 
 from rubric_pipeline.core.config import option
 from rubric_pipeline.core.errors import ConfigError
-from verifier.train.data import Window
+from rubric_pipeline.core.records import Label
+from verifier.judge.prompt import ParseError, parse_labels
+from verifier.train.completion_lm import CompletionOnlySFTTrainer, _scale_logits, causal_lm_parts
+from verifier.train.data import Window, to_dataset
 from verifier.train.stage import (
     StageConfig,
     StageOptions,
@@ -87,8 +90,6 @@ def label_agreement(model, tokenizer, windows: list[Window], max_new_tokens: int
     An unparsable output counts as wrong on all its rubrics and is counted in ``parse_failures``.
     """
     import torch
-
-    from verifier.judge.prompt import ParseError, parse_labels
 
     was_training = model.training
     model.eval()
@@ -194,9 +195,6 @@ def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> di
     """
     import torch
 
-    from rubric_pipeline.core.records import Label
-    from verifier.train.completion_lm import _scale_logits, causal_lm_parts
-
     labels = [label.value for label in Label]
     first = _first_label_tokens(tokenizer, labels)
     decoder, lm_head, config = causal_lm_parts(model)
@@ -273,9 +271,6 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
 
 def run_sft(config: StageConfig, splits=None, callbacks: tuple = ()) -> StageResult:
     """Train stage 1 (on ``splits`` if given, else on ``config.data``) and return where the model is."""
-    from verifier.train.completion_lm import CompletionOnlySFTTrainer
-    from verifier.train.data import to_dataset
-
     options = config.options
     splits, model, tokenizer = prepare_stage(
         config, "sft", splits, augment_rate=options.augment_rate, max_eval_windows=options.max_eval_windows

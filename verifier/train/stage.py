@@ -26,7 +26,7 @@ from trl import ModelConfig
 
 from rubric_pipeline.core.config import load_recipe, option
 from rubric_pipeline.core.errors import ConfigError
-from verifier.train.data import WindowOptions
+from verifier.train.data import WindowOptions, build_splits, read_labelled
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +202,6 @@ def prepare_stage(config: StageConfig, stage: str, splits=None, **split_options:
     """
     import torch
     from transformers import set_seed
-
-    from verifier.train.data import build_splits, read_labelled
 
     options, args = config.options, config.training
     if options.num_threads:
