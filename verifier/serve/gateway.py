@@ -1,6 +1,6 @@
 """The reward gateway: FastAPI routes, pydantic validation and metrics over :class:`RewardService`.
 
-Endpoints (contract in DESIGN.md, "The reward endpoint"):
+Endpoints (contract in ARCHITECTURE.md, "The reward endpoint"):
   POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?}
                     -> {results: [{labels, reward, error, reason, stats}]}
   POST /get_reward  OpenRLHF: {query, prompts, labels} -> {rewards, scores, extra_logs}
