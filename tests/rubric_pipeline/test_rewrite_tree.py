@@ -76,7 +76,11 @@ async def test_tree_on_vllm_grows_within_its_bounds(vllm_server, search, judges:
     expandable = sum(1 for n in nodes if not n.is_query and n.depth < settings.max_depth)
     assert events["rewrite_passage.llm_calls"] == expandable
     assert events["rewrite_passage.llm_failures"] == 0  # the JSON schema keeps a random model parseable
-    assert (events["duplicate.llm_calls"] > 0) == judges and (events["relevance.llm_calls"] > 0) == judges
+    # the relevance judge sees the root's passages; the duplicate judge runs only on rewrites that survive
+    # it (a random judge may drop every passage), so its calls are asserted only where they cannot happen
+    assert (events["relevance.llm_calls"] > 0) == judges
+    if not judges:
+        assert events["duplicate.llm_calls"] == 0
     assert events["duplicate.llm_failures"] == events["relevance.llm_failures"] == 0  # choice-constrained
     if not judges:  # nothing filtered: the root's three hits are all in the tree
         assert sum(1 for n in nodes if n.parent == 0) == 3
