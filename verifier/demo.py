@@ -177,6 +177,7 @@ class Demo:
                 lambda: self.evaluate("gemma-sft", eval_set, engine_url, "verifier"),
             )
             self.summary["served"] = self.step("score through /v1/judge", lambda: self.score(gateway))
+            self.summary["served_complete"] = served_complete(self.summary["served"])
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -208,13 +209,14 @@ class Demo:
         raise RuntimeError(f"gateway {url} not healthy after {timeout_s:.0f}s")
 
     def scoring_items(self) -> list[dict[str, Any]]:
+        """Every complete answer of a held-out question (never trained on), then master keys."""
         heldout = [LabelledExample.from_dict(r) for _, r in iter_jsonl(self.out / "labels" / "heldout.jsonl")]
-        picked = [e for e in heldout if e.response_id.endswith(("-complete", "-none"))][:2] or heldout[:2]
+        picked = [e for e in heldout if e.response_id.endswith("-complete")] or heldout[:2]
         base = picked[0]
         rubrics = [rubric.text for rubric in base.rubrics]
         items = [
             {"kind": example.response_id, "question": example.question, "response": example.response,
-             "rubrics": [rubric.text for rubric in example.rubrics]}
+             "rubrics": [rubric.text for rubric in example.rubrics], "gold": list(example.labels)}
             for example in picked
         ]  # fmt: skip
         for key in (":", "Let's solve this problem step by step.", "Respuesta"):
@@ -278,6 +280,27 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def served_complete(served: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Reward and support recall of the complete held-out answers scored through ``/v1/judge``."""
+    items = [item for item in served if item.get("gold") is not None]
+    if not items:
+        return None
+    rewards = [item["result"]["reward"] for item in items if item["result"]["reward"] is not None]
+    gold_support = hits = 0
+    for item in items:
+        labels = item["result"]["labels"] or [None] * len(item["gold"])
+        for gold, label in zip(item["gold"], labels, strict=True):
+            gold_support += gold == "support"
+            hits += gold == "support" and label == "support"
+    return {
+        "answers": len(items),
+        "unjudgeable": len(items) - len(rewards),
+        "mean_reward": sum(rewards) / len(rewards) if rewards else None,
+        "min_reward": min(rewards) if rewards else None,
+        "support_recall": hits / gold_support if gold_support else None,
+    }
+
+
 def render_summary(summary: dict[str, Any]) -> str:
     lines = ["", "=" * 78, "demo summary", "=" * 78]
     for key, title in (("build_offline", "rubrics, offline"), ("build_gemma", "rubrics, Gemma-3-270M")):
@@ -297,15 +320,28 @@ def render_summary(summary: dict[str, Any]) -> str:
         report = summary.get(key)
         if report:
             labels, keys = report["labels"], report.get("master_key", {})
+            recall = labels.get("per_label", {}).get("support", {}).get("recall")
             lines.append(
                 f"{title:24s} macro-F1 {_fmt(labels['macro_f1'])}  accuracy {_fmt(labels['accuracy'])}  "
-                f"master-key FPR (held-out families) {_fmt(keys.get('fpr'))}  "
                 f"unjudgeable {labels['unjudgeable']['rubrics']}"
             )
-    for item in summary.get("served", []):
+            # Side by side, so that a verifier that labels everything not_support cannot pass for robust.
+            lines.append(
+                f"{'':24s} master-key FPR, guard off (held-out families) {_fmt(keys.get('fpr'))}  "
+                f"beside support recall on real answers {_fmt(recall)}"
+            )
+    served = summary.get("served", [])
+    for item in served:
         result = item["result"]
         reward = "None" if result["reward"] is None else f"{result['reward']:.3f}"
         lines.append(f"served: {item['kind'][:40]:40s} reward {reward:>6s}  labels {result['labels']}")
+    complete = served_complete(served)
+    if complete:
+        lines.append(
+            f"served complete answers of held-out questions ({complete['answers']}): mean reward "
+            f"{_fmt(complete['mean_reward'])} (min {_fmt(complete['min_reward'])}), support recall "
+            f"{_fmt(complete['support_recall'])}, unjudgeable {complete['unjudgeable']}"
+        )
     lines.append(
         "steps (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in summary.get("steps", []))
     )

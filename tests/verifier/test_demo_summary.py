@@ -11,5 +11,36 @@ def test_summary_renders_eval_reports_and_served_results():
     served = [{"kind": "master key ':'", "result": {"reward": 0.0, "labels": None}},
               {"kind": "q1-complete", "result": {"reward": None, "labels": None}}]  # fmt: skip
     text = render_summary({"eval_sft": report, "served": served, "steps": [("build", 3.0)]})
-    assert "macro-F1 0.500" in text and "unjudgeable 3" in text and "FPR (held-out families) 0.250" in text
+    assert "macro-F1 0.500" in text and "unjudgeable 3" in text and "FPR, guard off (held-out families) 0.250" in text
     assert "reward  0.000" in text and "reward   None" in text and "build 3" in text
+
+
+def test_summary_puts_master_key_fpr_beside_support_recall_and_scores_complete_answers():
+    from verifier.demo import served_complete
+
+    collapsed = {
+        "labels": {
+            "macro_f1": 0.222, "accuracy": 0.5, "unjudgeable": {"rubrics": 0, "examples": 0},
+            "per_label": {"support": {"recall": 0.0}},
+        },
+        "master_key": {"fpr": 0.0},
+    }  # fmt: skip
+    served = [
+        {"kind": "q1-complete", "gold": ["support", "support"],
+         "result": {"reward": 0.0, "labels": ["not_support", "not_support"]}},
+        {"kind": "q2-complete", "gold": ["support", "support"],
+         "result": {"reward": 0.75, "labels": ["support", "partial_support"]}},
+        {"kind": "q3-complete", "gold": ["support"], "result": {"reward": None, "labels": None}},
+        {"kind": "master key ':'", "result": {"reward": 0.0, "labels": None}},
+    ]  # fmt: skip
+    complete = served_complete(served)
+    assert complete == {
+        "answers": 3, "unjudgeable": 1, "mean_reward": 0.375, "min_reward": 0.0, "support_recall": 0.2,
+    }  # fmt: skip
+    text = render_summary({"eval_sft": collapsed, "served": served})
+    assert (
+        "master-key FPR, guard off (held-out families) 0.000  beside support recall on real answers 0.000"
+        in text
+    )
+    assert "served complete answers of held-out questions (3): mean reward 0.375 (min 0.000)" in text
+    assert "support recall 0.200, unjudgeable 1" in text

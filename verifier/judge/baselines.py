@@ -121,7 +121,7 @@ class ThresholdJudge:
         for i, partial in enumerate(candidates):
             for support in candidates[i:]:
                 pred = np.where(scores >= support, 0, np.where(scores >= partial, 1, 2))
-                f1 = _macro_f1(gold, pred)
+                f1 = macro_f1_indices(gold, pred)
                 if f1 > best[0]:
                     best = (f1, float(support), float(partial))
         self.fit_macro_f1, self.support, self.partial = best
@@ -143,7 +143,7 @@ class ThresholdJudge:
         return Judgement(labels=[self.label(score) for score in row])
 
 
-def _macro_f1(gold: Any, pred: Any) -> float:
+def macro_f1_indices(gold: Any, pred: Any) -> float:
     """Vectorised macro-F1 over the three label indices (0/0 counts as 0)."""
     total = 0.0
     for label in range(len(LABELS)):

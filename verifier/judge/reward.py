@@ -57,19 +57,48 @@ def score(
     items = [
         (_as_rubric(rubric, i), label) for i, (rubric, label) in enumerate(zip(rubrics, labels, strict=True))
     ]
+    values = [(LABEL_SCORES[label], 1.0 if label == "support" else 0.0) for _, label in items]
+    return _aggregate([rubric for rubric, _ in items], values, mode)
+
+
+def score_expected(
+    probs: Sequence[dict[str, float]] | None,
+    rubrics: Sequence[Rubric | dict[str, Any] | str],
+    mode: Aggregation | str = Aggregation.WEIGHTED,
+) -> RewardResult:
+    """The soft reward: :func:`score` with each rubric's label score replaced by its expected value under
+    the rubric's label distribution (``strict_*``: the probability of support)."""
+    mode = Aggregation(mode)
+    if probs is None:
+        return RewardResult(None, "no label probabilities (the judgement failed)")
+    if not rubrics:
+        return RewardResult(None, "no rubrics to score against")
+    if len(probs) != len(rubrics):
+        raise ValueError(f"{len(probs)} distributions for {len(rubrics)} rubrics")
+    values = [
+        (sum(LABEL_SCORES[label] * p.get(label, 0.0) for label in LABELS), p.get("support", 0.0))
+        for p in probs
+    ]
+    return _aggregate([_as_rubric(rubric, i) for i, rubric in enumerate(rubrics)], values, mode)
+
+
+def _aggregate(rubrics: list[Rubric], values: list[tuple[float, float]], mode: Aggregation) -> RewardResult:
+    """Per-rubric ``(score, strict score)`` pairs -> the reward of ``mode``."""
     if mode is Aggregation.WEIGHTED:
-        total = sum(rubric.effective_weight() for rubric, _ in items)
+        total = sum(rubric.effective_weight() for rubric in rubrics)
         if total <= 0:
             return RewardResult(None, "rubric weights sum to zero")
         return RewardResult(
-            sum(rubric.effective_weight() * LABEL_SCORES[label] for rubric, label in items) / total
+            sum(rubric.effective_weight() * value for rubric, (value, _) in zip(rubrics, values, strict=True))
+            / total
         )
+    pairs = list(zip(rubrics, values, strict=True))
     if mode in (Aggregation.VITAL, Aggregation.STRICT_VITAL):
-        items = [(rubric, label) for rubric, label in items if rubric.importance == Importance.VITAL]
-        if not items:
+        pairs = [(rubric, value) for rubric, value in pairs if rubric.importance == Importance.VITAL]
+        if not pairs:
             return RewardResult(None, f"no vital rubric for mode {mode.value!r}")
     strict = mode in (Aggregation.STRICT_ALL, Aggregation.STRICT_VITAL)
-    scores = [(1.0 if label == "support" else 0.0) if strict else LABEL_SCORES[label] for _, label in items]
+    scores = [strict_value if strict else value for _, (value, strict_value) in pairs]
     return RewardResult(sum(scores) / len(scores))
 
 

@@ -79,6 +79,10 @@ class ServeConfig:
     cpu_threads: str | None = option(None, help="cores for a CPU engine, e.g. '0-1'")
     chat_template: str | None = option(None, help="chat template file for models without one")
     trace_path: str | None = option(None, help="append every engine call to this JSONL file")
+    calibration: str | None = option(
+        None,
+        help='calibration.json for `"calibrated": true` requests (default: the one in --model\'s folder)',
+    )
     engine_args: list[str] = option([], help="extra vLLM flags for the engine started here (recipe list)")
 
 
@@ -114,6 +118,7 @@ async def discover_model(base_url: str) -> str:
 async def open_service(config: ServeConfig, base_urls: list[str], model: str, metrics) -> AsyncIterator:
     """LLMClient -> LLMJudge -> RewardService, opened on the running event loop."""
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.calibration import Calibration, find_calibration
     from verifier.judge.judges import LLMJudge
     from verifier.serve.service import Limits, RewardService, load_rubric_sets
 
@@ -126,6 +131,13 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
         trace_path=config.trace_path,
     )
     limits = Limits(config.max_items, config.max_rubrics, config.max_chars, config.max_queue)
+    calibration = (
+        Calibration.load(config.calibration) if config.calibration else find_calibration(config.model or None)
+    )
+    if calibration is not None:
+        logger.info(
+            "calibrated labels available (%s, fitted on %s)", calibration.method, calibration.fitted_on
+        )
     async with LLMClient(llm_config) as client:
         yield RewardService(
             LLMJudge(client, window=config.window),
@@ -136,6 +148,7 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
             metrics=metrics,
             first_window=config.window if config.warm_prefix else None,
             unjudgeable_reward=config.unjudgeable_reward,
+            calibration=calibration,
         )
 
 

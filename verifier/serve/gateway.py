@@ -1,8 +1,9 @@
 """The reward gateway: FastAPI routes, pydantic validation and metrics over :class:`RewardService`.
 
 Endpoints (contract in DESIGN.md, "The reward endpoint"):
-  POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?}
-                    -> {results: [{labels, reward, error, reason}]}
+  POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?,
+                     return_probs?, soft_reward?, calibrated?}
+                    -> {results: [{labels, reward, error, reason, probs}]}
   POST /get_reward  OpenRLHF: {query, prompts, labels} -> {rewards, scores, extra_logs}
   GET  /health      gateway and engine status
   GET  /metrics     Prometheus text
@@ -26,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from rubric_pipeline.core.records import Rubric
-from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
+from verifier.serve.service import BadInput, Item, Metrics, ProbOptions, QueueFull, RewardService, TooLarge
 
 AggregationName = Literal["weighted", "all", "vital", "strict_all", "strict_vital"]
 
@@ -61,6 +62,12 @@ class JudgeItemIn(BaseModel):
 class JudgeRequest(BaseModel):
     items: list[JudgeItemIn]
     aggregation: AggregationName | None = None
+    return_probs: bool = Field(False, description="add each rubric's label distribution (from logprobs)")
+    soft_reward: bool = Field(False, description="reward = expected score under the label distributions")
+    calibrated: bool = Field(False, description="labels from the served model's calibration.json")
+
+    def options(self) -> ProbOptions:
+        return ProbOptions(self.return_probs, self.soft_reward, self.calibrated)
 
 
 class ItemResultOut(BaseModel):
@@ -68,6 +75,7 @@ class ItemResultOut(BaseModel):
     reward: float | None
     error: str | None = None
     reason: str | None = None
+    probs: list[dict[str, float]] | None = None
 
 
 class JudgeResponse(BaseModel):
@@ -177,7 +185,8 @@ def create_app(
 
     @app.post("/v1/judge", response_model=JudgeResponse)
     async def judge(body: JudgeRequest, service: AdmittedService) -> dict[str, Any]:
-        results = await service.judge_items([item.to_item() for item in body.items], body.aggregation)
+        items = [item.to_item() for item in body.items]
+        results = await service.judge_items(items, body.aggregation, body.options())
         return {"results": [result.to_dict() for result in results]}
 
     @app.post("/get_reward", response_model=OpenRLHFResponse)
