@@ -23,6 +23,7 @@ import httpx
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
 from rubric_pipeline.core.records import LabelledExample, iter_jsonl, write_jsonl
+from verifier.eval.metrics import macro_f1
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,12 @@ class DemoConfig:
     eval_real_examples: int = option(20, help="held-out responses judged in each evaluation")
     eval_keys_per_family: int = option(4, help="master-key negatives per family judged in each evaluation")
     train: bool = option(True, help="run stage 1 SFT (off: stop after zero-shot evaluation)")
+    calibrate: bool = option(
+        True,
+        help="fit label thresholds on training questions' responses, ship them as calibration.json in the "
+        "trained model folder, and also score through /v1/judge with calibrated labels",
+    )
+    calibration_examples: int = option(40, help="training-split responses judged to fit the calibration")
     engine_max_model_len: int = option(2048, help="context length of the demo engines")
     engine_cpu_threads: str | None = option(None, help="cores the demo engines use, e.g. '0-1'")
     seed: int = option(0, help="seed for the split")
@@ -157,6 +164,14 @@ class Demo:
         """Start `rubric-verifier serve` as users do; evaluate via its engine, then score via the gateway."""
         from verifier.serve.engine import free_port
 
+        if self.config.calibrate:  # before serving: the gateway loads calibration.json at start-up
+            engine = self.engine(str(model_dir), "engine-calibrate.log")
+            with self.step("start vLLM with the trained verifier", engine.start):
+                self.summary["calibration"] = self.step(
+                    "calibrate label thresholds on training questions",
+                    lambda: self.calibrate(model_dir, engine.base_url, engine.model_name),
+                )
+
         port, engine_port = free_port(), free_port()
         log = (self.out / "serve.log").open("w")
         command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir),
@@ -178,6 +193,13 @@ class Demo:
             )
             self.summary["served"] = self.step("score through /v1/judge", lambda: self.score(gateway))
             self.summary["served_complete"] = served_complete(self.summary["served"])
+            if self.config.calibrate:
+                self.summary["served_calibrated"] = self.step(
+                    "score through /v1/judge, calibrated", lambda: self.score(gateway, calibrated=True)
+                )
+                self.summary["served_complete_calibrated"] = served_complete(
+                    self.summary["served_calibrated"]
+                )
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -186,9 +208,54 @@ class Demo:
                 process.kill()
             log.close()
 
-    def score(self, gateway: str) -> list[dict[str, Any]]:
+    def calibrate(self, model_dir: Path, base_url: str, model: str) -> dict[str, Any]:
+        """Fit ``bias`` calibration on real responses of training questions (never the held-out ones)."""
+        import asyncio
+
+        from rubric_pipeline.core.llm import LLMClient, LLMConfig
+        from verifier.judge.calibration import fit_calibration
+        from verifier.judge.judges import LLMJudge
+
+        rows = [LabelledExample.from_dict(r) for _, r in iter_jsonl(self.out / "labels" / "train.jsonl")]
+        examples = rows[: self.config.calibration_examples]
+
+        async def judge_all_with_probs() -> list[Any]:
+            config = LLMConfig(base_urls=[base_url], model=model, timeout_s=600)
+            async with LLMClient(config) as client:
+                judge = LLMJudge(client, degenerate_guard=False)
+                return await asyncio.gather(
+                    *(judge.judge(e.question, e.response, list(e.rubrics), with_probs=True) for e in examples)
+                )
+
+        probs, gold, unjudgeable = [], [], 0
+        for example, judgement in zip(examples, asyncio.run(judge_all_with_probs()), strict=True):
+            if judgement.probs is None:
+                unjudgeable += 1
+                continue
+            probs += judgement.probs
+            gold += example.labels
+        if not gold:
+            raise RuntimeError(f"calibration: none of {len(examples)} training responses could be judged")
+        calibration = fit_calibration(
+            probs, gold, "bias", fitted_on=f"demo training split ({len(gold)} rubrics)"
+        )
+        calibration.save(model_dir)
+        argmax = [max(p, key=p.get) for p in probs]
+        return {
+            "params": calibration.params,
+            "fit_macro_f1": calibration.fit_macro_f1,
+            "argmax_macro_f1": macro_f1(gold, argmax),
+            "rubrics": len(gold),
+            "unjudgeable_examples": unjudgeable,
+        }
+
+    def score(self, gateway: str, calibrated: bool = False) -> list[dict[str, Any]]:
         items = self.scoring_items()
-        body = {"items": [{k: item[k] for k in ("question", "response", "rubrics")} for item in items]}
+        body: dict[str, Any] = {
+            "items": [{k: item[k] for k in ("question", "response", "rubrics")} for item in items]
+        }
+        if calibrated:
+            body["calibrated"] = True
         response = httpx.post(f"{gateway}/v1/judge", json=body, timeout=600)
         response.raise_for_status()
         results = response.json()["results"]
@@ -335,13 +402,21 @@ def render_summary(summary: dict[str, Any]) -> str:
         result = item["result"]
         reward = "None" if result["reward"] is None else f"{result['reward']:.3f}"
         lines.append(f"served: {item['kind'][:40]:40s} reward {reward:>6s}  labels {result['labels']}")
-    complete = served_complete(served)
-    if complete:
+    calibration = summary.get("calibration")
+    if calibration:
         lines.append(
-            f"served complete answers of held-out questions ({complete['answers']}): mean reward "
-            f"{_fmt(complete['mean_reward'])} (min {_fmt(complete['min_reward'])}), support recall "
-            f"{_fmt(complete['support_recall'])}, unjudgeable {complete['unjudgeable']}"
+            f"calibration (bias, {calibration['rubrics']} training rubrics): macro-F1 "
+            f"{_fmt(calibration['argmax_macro_f1'])} -> {_fmt(calibration['fit_macro_f1'])} (in-sample), "
+            f"biases {', '.join(f'{k} {v:+.1f}' for k, v in calibration['params'].items())}"
         )
+    for key, how in (("served", ""), ("served_calibrated", ", calibrated")):
+        complete = served_complete(summary.get(key, []))
+        if complete:
+            lines.append(
+                f"served complete answers of held-out questions ({complete['answers']}{how}): mean reward "
+                f"{_fmt(complete['mean_reward'])} (min {_fmt(complete['min_reward'])}), support recall "
+                f"{_fmt(complete['support_recall'])}, unjudgeable {complete['unjudgeable']}"
+            )
     lines.append(
         "steps (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in summary.get("steps", []))
     )
