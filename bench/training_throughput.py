@@ -30,14 +30,13 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from rubric_pipeline.core.config import build_config
     from rubric_pipeline.demo_world import generate_world, make_responses
     from verifier.train.data import build_splits
-    from verifier.train.sft import SFTStageConfig, run_sft
+    from verifier.train.sft import run_sft, sft_config
 
     torch.set_num_threads(args.threads)
     overrides = {
-        "model": args.model,
+        "model_name_or_path": args.model,
         "output_dir": args.output_dir,
         "completion_only_logits": PATHS[args.worker],
         "max_steps": args.steps,
@@ -48,10 +47,10 @@ def worker(args: argparse.Namespace) -> dict:
         "merge": False,
         "num_threads": args.threads,
     }
-    config = build_config(SFTStageConfig, args.recipe, "sft", overrides)
+    config = sft_config(args.recipe, **overrides)
     examples = make_responses(generate_world(seed=0), seed=0)
     splits = build_splits(
-        examples, config.window_options(), eval_fraction=config.eval_fraction, max_eval_windows=0
+        examples, config.window_options(), eval_fraction=config.options.eval_fraction, max_eval_windows=0
     )  # no agreement eval: it would add generation time and memory to the training figures
 
     class StepTimer(TrainerCallback):
@@ -77,11 +76,11 @@ def worker(args: argparse.Namespace) -> dict:
         "step_tokens": tokens,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "config": {
-            "dtype": config.dtype,
-            "use_lora": config.use_lora,
-            "lora_r": config.lora_r,
-            "batch_size": config.per_device_train_batch_size,
-            "max_length": config.max_length,
+            "dtype": config.model.dtype,
+            "use_peft": config.model.use_peft,
+            "lora_r": config.model.lora_r,
+            "batch_size": config.training.per_device_train_batch_size,
+            "max_length": config.training.max_length,
         },
     }
 
@@ -141,7 +140,7 @@ def main() -> int:
     ]
     report = {
         "command": " ".join(["python", "bench/training_throughput.py", *sys.argv[1:]]),
-        "model": args.model,
+        "model_name_or_path": args.model,
         "steps": args.steps,
         "threads": args.threads,
         "config": runs["default"]["config"],

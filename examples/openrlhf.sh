@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# OpenRLHF: the gateway's /get_reward speaks OpenRLHF's remote reward-model protocol. Store each sample's
-# rubrics as JSON text in the label column (verifier.integrations.openrlhf.rubrics_label).
-# OpenRLHF turns rewards into a float tensor, so an unjudgeable sample needs a number instead of null:
-# --unjudgeable-reward sets it, and the sample stays flagged (extra_logs "unjudgeable" and
-# "unjudgeable/<reason>", logged by OpenRLHF; rv_unjudgeable_total in the gateway's /metrics).
+# OpenRLHF (tested with 0.11.2): the gateway's /get_reward speaks OpenRLHF's remote reward protocol.
+# Each sample's label column (--data.label_key) holds its rubrics as JSON text, optionally with the plain
+# question: verifier.integrations.openrlhf.rubrics_label(rubrics, question).
+# OpenRLHF turns rewards into a float tensor: an unjudgeable sample scores --unjudgeable-reward (default
+# 0.0) and is flagged in extra_logs ("unjudgeable", "unjudgeable/<reason>"), which OpenRLHF logs, and in
+# the gateway's rv_unjudgeable_total. With --token, add ?token=... to the URL (OpenRLHF sends no headers).
 set -euo pipefail
 rubric-verifier serve --model .cache/models/verifier --port 8080 --unjudgeable-reward 0.0 &
 python -m openrlhf.cli.train_ppo_ray \
-  --remote_rm_url http://127.0.0.1:8080/get_reward \
-  --label_key rubrics \
+  --reward.remote_url http://127.0.0.1:8080/get_reward \
+  --data.label_key rubrics \
+  --data.input_key question \
+  --data.apply_chat_template \
   "$@"

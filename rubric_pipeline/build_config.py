@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rubric_pipeline.core.config import config_hash, option
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.hybrid import RetrievalConfig
 from rubric_pipeline.scoring import MATCH_THRESHOLD
@@ -50,6 +51,21 @@ class BuildConfig(RetrievalConfig):
     dedup_threshold: float = option(0.8, help="drop a query whose token Jaccard with a kept one is >= this")
     prf_docs: int = option(5, help="offline rewriting: feedback passages per query (RM3)")
     prf_terms: int = option(6, help="offline rewriting: expansion terms added per query")
+    rewrite_tree: bool = option(
+        False,
+        help="with an LLM: grow Search-Gen-V's query -> passage -> query tree (rewrites conditioned on each "
+        "retrieved passage) instead of flat rewriting; its passages are the ones extracted from "
+        "(offline builds keep PRF expansion)",
+    )
+    tree_max_depth: int = option(3, help="tree: deepest node level (Search-Gen-V: up to 30)")
+    tree_max_nodes: int = option(
+        30, help="tree: query + passage nodes per question (Search-Gen-V: up to 300)"
+    )
+    tree_per_passage: int = option(3, help="tree: new queries asked per passage")
+    llm_query_dedup: bool = option(True, help="tree: an LLM judge also drops duplicate queries")
+    llm_passage_filter: bool = option(
+        True, help="tree: an LLM judge drops passages irrelevant to the question"
+    )
     # retrieval per question
     passages_per_question: int = option(10, help="passages kept per question after fusing its queries (RRF)")
     # extraction
@@ -59,12 +75,29 @@ class BuildConfig(RetrievalConfig):
     max_nugget_chars: int = option(
         200, help="JSON-schema bound on a generated nugget or query, in characters"
     )
+    clauses: bool = option(
+        False, help="offline extraction: split sentences into clauses and list items (atomic statements)"
+    )
+    sentence_anchor: bool = option(
+        True,
+        help="offline extraction: every sentence must hold the question's anchor term (false: the passage "
+        "must; suits corpora whose passages stay on one topic)",
+    )
     min_relative_coverage: float = option(
         0.5,
         help="skip extraction from passages holding less than this share of the idf weight of question "
         "terms found in the question's best passage (0: extract from every retrieved passage)",
     )
     # merge and importance
+    min_question_similarity: float = option(
+        0.0,
+        help="drop nuggets whose MiniLM cosine with the question is below this before merging (0: keep all)",
+    )
+    min_topic_similarity: float = option(
+        0.0,
+        help="drop nuggets whose MiniLM cosine with the centroid of the question's nuggets (what its "
+        "passages say most) is below this before merging (0: keep all)",
+    )
     merge_threshold: float = option(0.8, help="cluster nuggets whose mean MiniLM cosine is >= this")
     llm_merge: bool = option(True, help="with an LLM: rewrite multi-member clusters into one nugget")
     llm_importance: bool = option(True, help="with an LLM: label importance with it (else the offline rule)")
@@ -97,31 +130,38 @@ class BuildConfig(RetrievalConfig):
             "chunk_words", "depth", "k", "embed_batch_size", "web_concurrency", "rewrite_max_nodes",
             "rewrites_per_call", "prf_docs", "prf_terms", "passages_per_question", "nuggets_per_passage",
             "min_words", "max_nugget_chars", "max_rubrics", "max_tokens", "max_concurrency", "batch_size",
-            "recall_k", "vital_min_passages",
+            "recall_k", "vital_min_passages", "tree_max_depth", "tree_max_nodes", "tree_per_passage",
         )  # fmt: skip
         for name in at_least_one:
             if getattr(self, name) < 1:
-                raise ValueError(f"build option {name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"build option {name} must be >= 1, got {getattr(self, name)}")
         for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank"):
             if getattr(self, name) < 0:
-                raise ValueError(f"build option {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dedup_threshold", "min_relative_coverage", "merge_threshold", "match_threshold"):
+                raise ConfigError(f"build option {name} must be >= 0, got {getattr(self, name)}")
+        for name in (
+            "dedup_threshold",
+            "min_relative_coverage",
+            "merge_threshold",
+            "match_threshold",
+            "min_question_similarity",
+            "min_topic_similarity",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")
         if self.overlap_words >= self.chunk_words:
-            raise ValueError(
+            raise ConfigError(
                 f"overlap_words ({self.overlap_words}) must be < chunk_words ({self.chunk_words})"
             )
         if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) must be <= max_words ({self.max_words})")
+            raise ConfigError(f"min_words ({self.min_words}) must be <= max_words ({self.max_words})")
         if self.timeout_s <= 0:
-            raise ValueError(f"build option timeout_s must be > 0, got {self.timeout_s}")
+            raise ConfigError(f"build option timeout_s must be > 0, got {self.timeout_s}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"build option limit must be >= 1, got {self.limit}")
+            raise ConfigError(f"build option limit must be >= 1, got {self.limit}")
         if not self.bm25 and not self.dense:
-            raise ValueError("enable at least one of --bm25 and --dense")
+            raise ConfigError("enable at least one of --bm25 and --dense")
         if self.llm_url and not self.model:
-            raise ValueError("--llm-url needs --model (the name the server serves)")
+            raise ConfigError("--llm-url needs --model (the name the server serves)")
 
     @property
     def offline(self) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import RecordError, RubricSet, iter_jsonl, require, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class ProgressLog:
             if line_number == 1:
                 saved = (record.get("header") or {}).get("config_hash")
                 if saved != self.config_hash:
-                    raise ValueError(
+                    raise ConfigError(
                         f"{self.path} was written by a build with config hash {saved!r}, this one is "
                         f"{self.config_hash!r}: use another --output, or --resume false to start over"
                     )

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import Passage, RecordError, iter_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ def split_windows(
 ) -> list[str]:
     """Split ``text`` into windows of ``size`` words overlapping by ``overlap``; the last ends the text."""
     if size < 1:
-        raise ValueError(f"chunk size must be >= 1 word, got {size}")
+        raise ConfigError(f"chunk size must be >= 1 word, got {size}")
     if not 0 <= overlap < size:
-        raise ValueError(f"overlap must be in [0, chunk size={size}), got {overlap}")
+        raise ConfigError(f"overlap must be in [0, chunk size={size}), got {overlap}")
     words = text.split()
     if len(words) <= size:
         return [text.strip()]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import Label, LabelledExample, Rubric, Source, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def generate_world(
         position += 1
     entities = entities[:position]
     if sum(entity.asked for entity in entities) < n_questions:
-        raise ValueError(
+        raise ConfigError(
             f"{n_documents} documents cannot hold {n_questions} questions with their look-alikes"
         )
 

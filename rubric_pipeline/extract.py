@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,66 @@ def decontextualize(sentence: str, title: str | None) -> str:
     return sentence
 
 
+_LEAD = re.compile(
+    r"^(?:additionally|furthermore|moreover|however|also|overall|in addition|in summary|in conclusion|"
+    r"finally|notably|importantly|similarly|consequently|therefore|thus|for example|for instance)\b,?\s*",
+    re.IGNORECASE,
+)
+# a list introduced by "include(s)/including/such as/namely" or a colon: its items are the facts
+_LIST_HEAD = re.compile(r"(?:\b(?:include|includes|included|including|such as|namely)\b|:)\s+", re.IGNORECASE)
+# an item that continues the previous one ("..., which poses risks", "..., along with ...")
+_CONTINUATION = re.compile(
+    r"^(?:which|who|whom|whose|that|where|when|along|as|leading|resulting|causing|making|often|especially|"
+    r"particularly|including|mainly|mostly|due|because|thereby|thus)\b",
+    re.IGNORECASE,
+)
+# statements about the answer itself, not the topic: RAG answers are full of them
+_META = re.compile(
+    r"\b(?:I|I'm|I've|my)\b|\b(?:provided|given|retrieved|above|these|the)\s+(?:documents?|passages?|context|"
+    r"sources?|search results|information provided)\b|\bno (?:specific|direct|relevant) information\b|"
+    r"\bdoes not (?:contain|provide|mention|specify)\b|\[\d+\]",
+)
+_CONTRAST = re.compile(r",\s+(?:while|whereas|but)\s+", re.IGNORECASE)
+
+
+def _top_level_split(text: str) -> list[str]:
+    """Split at commas (and a final "and"/"or") outside parentheses."""
+    items, depth, current = [], 0, []
+    for char in text:
+        depth += (char == "(") - (char == ")")
+        if char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def split_clauses(sentence: str, min_item_words: int = 3) -> list[str]:
+    """Atomic statements of one sentence: a leading connective dropped, split at semicolons and contrast
+    clauses, and a list ("X include a, b, and c") split into its items when every item has at least
+    ``min_item_words`` words (else the part stays whole). Real answers pack several facts per sentence;
+    short single-fact statements match nugget-style gold far better than the whole sentence."""
+    clauses: list[str] = []
+    for part in re.split(r";\s+", _LEAD.sub("", sentence.strip())):
+        for piece in _CONTRAST.split(part):
+            piece = piece.strip().rstrip(".")
+            head = _LIST_HEAD.search(piece)
+            items: list[str] = []
+            for item in _top_level_split(piece[head.end() :]) if head else []:
+                if items and (len(item.split()) < min_item_words or _CONTINUATION.match(item)):
+                    # a nested list ("a, b, or c") or a clause that continues the item stays with it
+                    items[-1] = f"{items[-1]}, {item}"
+                else:
+                    items.append(re.sub(r"^(?:and|or)\s+", "", item))
+            if len(items) >= 2 and all(len(item.split()) >= min_item_words for item in items):
+                clauses.extend(items)
+            elif piece:
+                clauses.append(piece)
+    return clauses
+
+
 def idf_weights(texts: Iterable[str]) -> dict[str, float]:
     """BM25-style inverse document frequency of every content token over ``texts``."""
     frequency: Counter[str] = Counter()
@@ -103,6 +164,8 @@ def extract_offline(
     max_words: int = 35,
     term_weights: Mapping[str, float] | None = None,
     anchors: Collection[str] | None = None,
+    clauses: bool = False,
+    sentence_anchor: bool = True,
 ) -> list[str]:
     """Extractive nuggets: the passage sentences with the most term weight (``term_weights``, e.g. idf;
     default 1) on question terms (x1), expansion-query terms (x0.5) and any other content (x0.25, so
@@ -110,7 +173,10 @@ def extract_offline(
 
     A sentence must contain an anchor term: ``anchors`` when given (the pipeline passes the question's
     rarest term found by retrieval, typically the entity name; a passage without one yields nothing),
-    else the heaviest question term present in this passage.
+    else the heaviest question term present in this passage. With ``sentence_anchor=False`` the passage
+    must contain one and its sentences need not (for corpora whose passages stay on one topic, such as
+    answers to the question). With ``clauses`` each sentence yields its :func:`split_clauses` statements
+    and sentences about the answer itself ("the provided documents do not ...", "I cannot find") are skipped.
     """
     weights = term_weights or {}
     question_terms = set(content_tokens(question))
@@ -119,20 +185,28 @@ def extract_offline(
     if anchors is None and in_passage:
         top = max(weights.get(term, 1.0) for term in in_passage)
         anchors = {term for term in in_passage if weights.get(term, 1.0) >= top}
-    if not anchors:
+    if not anchors or (not sentence_anchor and not set(anchors) & set(tokens(passage.text))):
         return []
     scored: list[tuple[float, int, str]] = []
-    for position, sentence in enumerate(split_sentences(passage.text)):
-        sentence = decontextualize(sentence, passage.title)
-        terms = set(content_tokens(sentence))
-        if not terms & set(anchors):
+    units = [
+        (sentence, unit)
+        for sentence in (decontextualize(raw, passage.title) for raw in split_sentences(passage.text))
+        for unit in (split_clauses(sentence) if clauses else [sentence])
+    ]
+    seen: set[str] = set()
+    for position, (sentence, unit) in enumerate(units):
+        fragment = not (sentence[:1].isupper() or sentence[:1].isdigit())  # cut at a chunk boundary
+        if clauses and (fragment or _META.search(sentence)):
+            continue  # a fragment, or a statement about the answer itself
+        if sentence_anchor and not set(content_tokens(sentence)) & set(anchors):
             continue
         score = sum(
             weights.get(t, 1.0) * (1.0 if t in question_terms else 0.5 if t in query_terms else 0.25)
-            for t in terms
+            for t in set(content_tokens(unit))
         )
-        nugget = clean_nugget(sentence, min_words, max_words)
-        if nugget:
+        nugget = clean_nugget(unit, min_words, max_words)
+        if nugget and nugget.lower() not in seen:
+            seen.add(nugget.lower())
             scored.append((score, position, nugget))
     best = sorted(scored, key=lambda item: (-item[0], item[1]))[:max_nuggets]
     return [nugget for _, _, nugget in sorted(best, key=lambda item: item[1])]

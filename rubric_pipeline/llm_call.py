@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.prompts import render_prompt
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ async def ask(client, prompt: str, *, api: str = "chat", **kwargs: object) -> st
     elif api == "completions":
         completion = await client.complete(prompt, **kwargs)
     else:
-        raise ValueError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
+        raise ConfigError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
     return completion.text
 
 
@@ -57,7 +58,7 @@ async def ask_parsed(
     from rubric_pipeline.core.llm import LLMError
 
     if api not in LLM_APIS:  # a configuration error, not a failed call: raise it
-        raise ValueError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
+        raise ConfigError(f"unknown llm api {api!r}; expected one of {', '.join(LLM_APIS)}")
     events = events if events is not None else Counter()
     prompt = render_prompt(template, **values)
     events[f"{template}.llm_calls"] += 1

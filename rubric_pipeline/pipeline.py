@@ -27,6 +27,7 @@ from typing import Any
 from rubric_pipeline.build_config import BuildConfig
 from rubric_pipeline.build_io import ProgressLog, read_gold, write_outputs
 from rubric_pipeline.core.config import add_config_arguments, build_config
+from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
 from rubric_pipeline.core.records import RubricSet, read_questions
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.stages import STAGES, Builder, Timer
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
     """Fill corpus/questions/gold from a generated demo world when asked; check the inputs exist."""
     if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} is a file, not a folder")
+        raise ConfigError(f"--output {output} is a file, not a folder")
     if config.corpus is None and config.demo_world:
         from rubric_pipeline.demo_world import generate_world
 
@@ -50,7 +51,7 @@ def _prepare_inputs(config: BuildConfig, output: Path) -> BuildConfig:
             gold=config.gold or str(world_dir / "gold.jsonl"),
         )
     if config.questions is None or (config.corpus is None and not config.web_search_url):
-        raise ValueError(
+        raise ConfigError(
             "build needs --questions and --corpus and/or --web-search-url (or --demo-world true)"
         )
     return config
@@ -107,9 +108,9 @@ async def build_async(
             if config.llm_url:
                 from rubric_pipeline.core.llm import LLMClient, LLMConfig
 
-                llm_config = LLMConfig(
-                    base_urls=list(config.llm_url),
-                    model=config.model,
+                llm_config = LLMConfig.for_endpoint(
+                    config.llm_url,
+                    config.model,
                     max_concurrency=config.max_concurrency,
                     timeout_s=config.timeout_s,
                     trace_path=config.llm_trace,
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = build(config, args.output)
     except WebSearchError as exc:  # finished questions stay in progress.jsonl: rerun to resume
-        raise ValueError(f"{exc} (the questions built so far are kept; rerun to resume)") from None
+        raise RubricVerifierError(f"{exc} (the questions built so far are kept; rerun to resume)") from None
     print(format_stats(stats, args.output))
     return 0
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from rubric_pipeline.core.records import Passage, RubricSet
 from rubric_pipeline.corpus import index_text
 from rubric_pipeline.extract import (
@@ -31,6 +33,7 @@ from rubric_pipeline.merge import group_candidates, llm_importance, llm_merge, o
 from rubric_pipeline.prompts import PROMPT_VERSION
 from rubric_pipeline.retrieval.fusion import rrf
 from rubric_pipeline.rewrite import expand_offline, expand_with_llm
+from rubric_pipeline.rewrite_tree import TreeSettings, expand_tree
 
 if TYPE_CHECKING:
     from rubric_pipeline.build_config import BuildConfig
@@ -85,6 +88,45 @@ class Builder:
         nodes = await asyncio.gather(*expansions)  # one coroutine per question: bounded by batch_size
         self.timer.add("rewrite", start)
         return [[node.query for node in expansion] for expansion in nodes]
+
+    async def tree(self, questions: Sequence[tuple[str, str]]) -> tuple[list[list[str]], list]:
+        """Rewrite and retrieve in one: each question's query -> passage -> query tree (LLM path)."""
+        cfg, start = self.config, time.perf_counter()
+        settings = TreeSettings(
+            max_depth=cfg.tree_max_depth,
+            max_nodes=cfg.tree_max_nodes,
+            per_passage=cfg.tree_per_passage,
+            dedup_threshold=cfg.dedup_threshold,
+            llm_dedup=cfg.llm_query_dedup,
+            relevance_filter=cfg.llm_passage_filter,
+            max_chars=cfg.max_nugget_chars,
+            max_tokens=cfg.max_tokens,
+        )
+
+        async def search(query: str) -> list[Passage]:
+            (hits,) = await self.retriever.search([query], cfg.k)
+            return [hit.passage for hit in hits]
+
+        trees = await asyncio.gather(
+            *(
+                expand_tree(self.client, question, search, settings, **self.llm_kwargs)
+                for _, question in questions
+            )
+        )
+        queries, retrieved = [], []
+        for nodes in trees:
+            passages = [node for node in nodes if not node.is_query]
+            queries.append([node.query for node in nodes if node.is_query])
+            retrieved.append(
+                (
+                    [node.passage for node in passages],
+                    {node.passage.passage_id: node.query for node in passages},
+                    [node.passage.passage_id for node in passages if node.parent == 0],
+                )
+            )
+        self.events["tree.nodes"] += sum(len(nodes) for nodes in trees)
+        self.timer.add("rewrite", start)
+        return queries, retrieved
 
     async def _feedback(self, query: str) -> list[tuple[str, float]]:
         return await self.retriever.feedback(query, self.config.prf_docs)
@@ -143,6 +185,8 @@ class Builder:
                     passage,
                     term_weights=weights[q_index],
                     anchors=anchors[q_index],
+                    clauses=cfg.clauses,
+                    sentence_anchor=cfg.sentence_anchor,
                     **bounds,
                 )
             return nuggets
@@ -177,6 +221,8 @@ class Builder:
         cfg, start = self.config, time.perf_counter()
         nuggets = [c.text for group in candidates for c in group]
         vectors = embed(nuggets, cfg.dense_model) if nuggets else None  # none found: no encoder to load
+        if nuggets and (cfg.min_question_similarity > 0 or cfg.min_topic_similarity > 0):
+            candidates, vectors = self._on_topic(questions, candidates, vectors)
         clusters, offset = [], 0
         for group in candidates:
             if not group:
@@ -214,6 +260,32 @@ class Builder:
         self.timer.add("merge", start)
         return rubrics
 
+    def _on_topic(self, questions: Sequence[tuple[str, str]], candidates: list[list[Candidate]], vectors):
+        """Drop candidates whose MiniLM cosine with their question is below ``min_question_similarity``
+        or with the centroid of the question's candidates (what its passages say most) is below
+        ``min_topic_similarity``: on real answers the strongest offline signals of a statement that answers
+        the question."""
+        from rubric_pipeline.merge import embed
+
+        cfg = self.config
+        question_vectors = embed([text for _, text in questions], cfg.dense_model)
+        kept_groups, kept_rows, offset = [], [], 0
+        for q_index, group in enumerate(candidates):
+            block = vectors[offset : offset + len(group)]
+            keep = block @ question_vectors[q_index] >= cfg.min_question_similarity
+            if len(group) and cfg.min_topic_similarity > 0:
+                centroid = block.mean(axis=0)
+                keep &= (
+                    block @ (centroid / max(float(np.linalg.norm(centroid)), 1e-12))
+                    >= cfg.min_topic_similarity
+                )
+            rows = [offset + i for i in np.flatnonzero(keep)]
+            kept_groups.append([group[row - offset] for row in rows])
+            kept_rows.extend(rows)
+            offset += len(group)
+        self.events["merge.off_topic_dropped"] += len(vectors) - len(kept_rows)
+        return kept_groups, vectors[kept_rows]
+
     def _merge_kwargs(self) -> dict[str, Any]:
         cfg = self.config
         bounds = {"min_words": cfg.min_words, "max_words": cfg.max_words, "max_chars": cfg.max_nugget_chars}
@@ -228,9 +300,13 @@ class Builder:
             if bars is not None:
                 bars[stage].update(len(questions))
 
-        queries = await self.rewrite(questions)
-        done("rewrite")
-        retrieved = await self.retrieve(queries)
+        if self.client is not None and self.config.rewrite_tree:
+            queries, retrieved = await self.tree(questions)
+            done("rewrite")
+        else:
+            queries = await self.rewrite(questions)
+            done("rewrite")
+            retrieved = await self.retrieve(queries)
         done("retrieve")
         candidates = await self.extract(questions, queries, retrieved)
         done("extract")

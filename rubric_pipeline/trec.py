@@ -1,7 +1,10 @@
 """TREC RAG 2024 / nuggetizer jsonl: read into labelled examples and rubric sets, write rubric sets back.
 
 One record per line: ``{qid, query, run_id, answer_text, nuggets: [{text, importance, assignment}]}``
-(assignment files) or ``{qid, query, nuggets: [{text, importance}]}`` (nugget files). Nugget texts are
+(assignment files; nuggetizer's retrieval mode writes ``candidate_text`` or ``text`` for the answer and
+``docid`` for the run) or ``{qid, query, nuggets: [{text, importance}]}`` (nugget files). A missing
+importance reads as ``okay``, as in nuggetizer; an assignment of ``"failed"`` (nuggetizer's mark for an
+assigner call that failed) is an absent label: that nugget is left out of that one example. Nugget texts are
 stripped for the rubric text (the NIST file carries stray spaces) but never merged, so counts are kept.
 Rubric ids are stable per topic: ``f"{qid}#n{k}"`` for the k-th distinct nugget of the topic in file order.
 """
@@ -29,7 +32,7 @@ from rubric_pipeline.core.records import (
 logger = logging.getLogger(__name__)
 
 LABEL_SOURCE = "human:trec"
-_IMPORTANCES = (Importance.VITAL.value, Importance.OKAY.value)
+FAILED = "failed"
 
 
 class _TopicRubrics:
@@ -60,24 +63,29 @@ def _nuggets(
         where = f"nuggets[{index}]"
         if not isinstance(nugget, dict):
             raise RecordError(path, line, f"expected an object, got {type(nugget).__name__}", where)
-        text = nugget.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise RecordError(path, line, "missing or empty nugget text", f"{where}.text")
-        importance = nugget.get("importance") or Importance.VITAL.value
-        if importance not in _IMPORTANCES:
-            raise RecordError(path, line, f"unknown importance {importance!r}", f"{where}.importance")
-        pairs.append((text.strip(), importance))
+        # nuggetizer reads a nugget without importance as okay (the rubric record's own default is vital)
+        nugget = {**nugget, "importance": nugget.get("importance") or Importance.OKAY.value}
+        rubric = Rubric.from_dict(nugget, index, source=path, where=line, name=where)
+        pairs.append((rubric.text.strip(), rubric.importance))
         if with_labels:
             label = nugget.get("assignment")
+            if label == FAILED:
+                labels.append(FAILED)
+                continue
             if label not in LABELS:
                 raise RecordError(
                     path,
                     line,
-                    f"unknown assignment {label!r}; expected one of {list(LABELS)}",
+                    f"unknown assignment {label!r}; expected one of {[*LABELS, FAILED]}",
                     f"{where}.assignment",
                 )
             labels.append(label)
     return pairs, labels
+
+
+def _first_field(record: dict[str, Any], names: tuple[str, ...]) -> str:
+    """The first of ``names`` the record has (else the first, so the error names the usual field)."""
+    return next((name for name in names if name in record), names[0])
 
 
 def _question(record: dict[str, Any], path: Path, line: int) -> str:
@@ -97,14 +105,22 @@ def read_trec_labelled(path: str | Path) -> list[LabelledExample]:
     topics: dict[str, _TopicRubrics] = {}
     seen_ids: Counter[str] = Counter()
     examples: list[LabelledExample] = []
+    failed = 0
     for line, record in iter_jsonl(path):
         qid = require(record, "qid", path, line)
-        run_id = require(record, "run_id", path, line)
-        answer = require(record, "answer_text", path, line)
+        run_id = require(record, _first_field(record, ("run_id", "docid")), path, line)
+        answer = require(record, _first_field(record, ("answer_text", "candidate_text", "text")), path, line)
         pairs, labels = _nuggets(record, path, line, with_labels=True)
         if not pairs:
             raise RecordError(path, line, "no nuggets", "nuggets")
         rubrics = topics.setdefault(qid, _TopicRubrics(qid)).rubrics(pairs)
+        if FAILED in labels:
+            failed += labels.count(FAILED)
+            kept = [(r, label) for r, label in zip(rubrics, labels, strict=True) if label != FAILED]
+            if not kept:
+                logger.warning("%s line %d: every assignment failed; record skipped", path, line)
+                continue
+            rubrics, labels = [r for r, _ in kept], [label for _, label in kept]
         response_id = f"{qid}:{run_id}"
         seen_ids[response_id] += 1
         if seen_ids[response_id] > 1:
@@ -120,6 +136,8 @@ def read_trec_labelled(path: str | Path) -> list[LabelledExample]:
                 label_source=LABEL_SOURCE,
             )
         )
+    if failed:
+        logger.warning("%s: %d failed assignments read as absent labels", path, failed)
     if not examples:
         raise RecordError(path, 0, "no records in file")
     logger.info("read %d TREC labelled records (%d topics) from %s", len(examples), len(topics), path)

@@ -11,12 +11,16 @@ import importlib
 import logging
 import sys
 
-from rubric_pipeline.core.records import RecordError
+from rubric_pipeline.core.errors import RubricVerifierError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("verifier.models", "build the models the project makes (tiny random Qwen3, Gemma-3-270M)"),
     "build": ("rubric_pipeline.pipeline", "corpus + questions -> rubric dataset with provenance"),
+    "respond": (
+        "verifier.data.respond",
+        "generate candidate responses for the questions from LLM endpoint(s)",
+    ),
     "label": ("verifier.data.teacher", "label responses against rubrics with a judge (teacher labelling)"),
     "augment": ("verifier.data.augment", "add master-key adversarial negatives and rubric regrouping"),
     "train": ("verifier.train.cli", "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO)"),
@@ -25,23 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("verifier.demo", "run the whole toolkit on the embedded demo world"),
 }
 
-USER_ERRORS = (RecordError, ValueError, FileNotFoundError, KeyError, ImportError)
-# Runtime failures the toolkit reports in its own words (an engine that would not start, an LLM or search
-# server that kept failing): printed as one line too. Looked up only in modules already imported, since an
-# error class whose module never loaded cannot have been raised.
-REPORTED_RUNTIME_ERRORS = (
-    ("rubric_pipeline.core.llm", "LLMError"),
-    ("verifier.serve.engine", "EngineError"),
-    ("rubric_pipeline.retrieval.web", "WebSearchError"),
+# Printed as one line and exit 2: the toolkit's own errors (bad records, bad options, a server that kept
+# failing) and input the user named that cannot be read. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    RubricVerifierError,
+    FileNotFoundError,
+    IsADirectoryError,
+    PermissionError,
 )
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    runtime = []
-    for module, name in REPORTED_RUNTIME_ERRORS:
-        if module in sys.modules:
-            runtime.append(getattr(sys.modules[module], name))
-    return USER_ERRORS + tuple(runtime)
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -49,7 +44,10 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         prog="rubric-verifier",
         description="Rubric-based generative verifiers: rubric datasets, judge training, reward serving.",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    # dest of its own: `train` stages have TRL's `--log_level` (the trainer's) under the same name
+    parser.add_argument(
+        "--log-level", dest="cli_log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -68,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.cli_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._module.run(args) or 0)
     except Exception as exc:
-        if args.log_level == "DEBUG" or not isinstance(exc, user_error_types()):
+        if args.cli_log_level == "DEBUG" or not isinstance(exc, USER_ERRORS):
             raise  # a bug, or asked for the traceback
         print(f"rubric-verifier {args.command}: error: {exc}", file=sys.stderr)
         return 2

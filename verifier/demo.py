@@ -22,18 +22,23 @@ from typing import Any
 import httpx
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import RubricVerifierError
 from rubric_pipeline.core.records import LabelledExample, iter_jsonl, write_jsonl
 from verifier.eval.metrics import macro_f1
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+WORLD_FILES = ("corpus.jsonl", "questions.jsonl", "gold.jsonl", "responses.jsonl")
 
 
 @dataclass
 class DemoConfig:
     output: str = option("runs/demo", help="folder for everything the demo writes")
-    world: str = option("data/demo", help="demo world folder (corpus, questions, gold, responses)")
+    world: str = option(
+        "",
+        help="demo world folder (corpus, questions, gold, responses); empty: generate the seed-0 world "
+        "(the files of the repository's data/demo) into OUTPUT/world",
+    )
     gemma_model: str = option("", help="Gemma-3-270M folder; default RV_MODELS_DIR/gemma-3-270m")
     llm_build_questions: int = option(3, help="questions built with Gemma (the offline build does all)")
     llm_build_passages: int = option(3, help="passages per question sent to Gemma for nugget extraction")
@@ -59,6 +64,7 @@ class Demo:
     def __init__(self, config: DemoConfig, recipe: str | None):
         self.config, self.recipe = config, recipe
         self.out = Path(config.output)
+        self.world = Path(config.world) if config.world else self.out / "world"
         self.steps: list[tuple[str, float]] = []
         self.summary: dict[str, Any] = {}
 
@@ -74,16 +80,28 @@ class Demo:
 
         code = main([str(arg) for arg in argv])
         if code != 0:
-            raise RuntimeError(f"`rubric-verifier {' '.join(map(str, argv))}` exited with {code}")
+            raise RubricVerifierError(f"`rubric-verifier {' '.join(map(str, argv))}` exited with {code}")
 
     def recipe_args(self) -> list[str]:
         return ["--recipe", self.recipe] if self.recipe else []
 
     # ------------------------------------------------------------------ steps
 
+    def write_world(self) -> Path:
+        """The given world folder, or the seed-0 demo world generated (once) into OUTPUT/world: the demo
+        needs nothing from a source checkout."""
+        if not self.config.world and not all((self.world / name).is_file() for name in WORLD_FILES):
+            from rubric_pipeline.demo_world import generate_world
+
+            generate_world(seed=0).write(self.world)
+        missing = [name for name in WORLD_FILES if not (self.world / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.world}: not a demo world folder (no {', '.join(missing)})")
+        return self.world
+
     def build(self, name: str, *extra: str) -> dict[str, Any]:
         target = self.out / name
-        world = Path(self.config.world)
+        world = self.world
         self.cli(
             "build", *self.recipe_args(), "--output", target, "--corpus", world / "corpus.jsonl",
             "--questions", world / "questions.jsonl", "--gold", world / "gold.jsonl",
@@ -94,7 +112,7 @@ class Demo:
     def split_responses(self) -> tuple[Path, Path]:
         from verifier.train.data import split_by_question
 
-        path = Path(self.config.world) / "responses.jsonl"
+        path = self.world / "responses.jsonl"
         examples = [LabelledExample.from_dict(record) for _, record in iter_jsonl(path)]
         train, heldout = split_by_question(examples, self.config.heldout_fraction, self.config.seed)
         labels = self.out / "labels"
@@ -266,14 +284,15 @@ class Demo:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 tail = (self.out / "serve.log").read_text()[-3000:]
-                raise RuntimeError(f"`rubric-verifier serve` exited with {process.returncode}:\n{tail}")
+                code = process.returncode
+                raise RubricVerifierError(f"`rubric-verifier serve` exited with {code}:\n{tail}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(1)
-        raise RuntimeError(f"gateway {url} not healthy after {timeout_s:.0f}s")
+        raise RubricVerifierError(f"gateway {url} not healthy after {timeout_s:.0f}s")
 
     def scoring_items(self) -> list[dict[str, Any]]:
         """Every complete answer of a held-out question (never trained on), then master keys."""
@@ -307,6 +326,7 @@ class Demo:
 
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
+        self.step("write the demo world", self.write_world)
         self.summary["build_offline"] = self.step(
             "build rubrics, offline backends", lambda: self.build("rubrics-offline")
         )

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rubric_pipeline.core.errors import RubricVerifierError
+
 logger = logging.getLogger(__name__)
 
 MARKER = "rv-model.json"
@@ -85,10 +87,10 @@ def default_models_dir() -> Path:
     return Path(os.environ.get("RV_MODELS_DIR") or Path.cwd() / ".cache" / "models").resolve()
 
 
-class MissingPackageError(ModuleNotFoundError, ValueError):
+class MissingPackageError(RubricVerifierError, ModuleNotFoundError):
     """A PyPI package a command needs is not installed; the message names it and the install command.
 
-    Also a ``ValueError``, so the CLI reports it as one line like other user errors.
+    A toolkit error, so the CLI reports it as one line (a broken import inside the toolkit stays a bug).
     """
 
 

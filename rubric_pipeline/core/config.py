@@ -15,6 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rubric_pipeline.core.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -89,11 +91,11 @@ def load_recipe(path: str | Path | None) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ValueError(f"{path}: {where}invalid YAML ({problem})") from None
+        raise ConfigError(f"{path}: {where}invalid YAML ({problem})") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a recipe is a mapping of stage sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: a recipe is a mapping of stage sections, got {type(data).__name__}")
     return data
 
 
@@ -110,7 +112,7 @@ def build_config(
     unknown = sorted(set(values) - known)
     if unknown:
         where = f"section {section!r} of {recipe}" if section else str(recipe)
-        raise ValueError(f"{where}: unknown option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+        raise ConfigError(f"{where}: unknown option(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
     hints = typing.get_type_hints(cls)
     where = f"section {section!r} of {recipe}" if section and not isinstance(recipe, dict) else "recipe"
     values = {
@@ -128,11 +130,11 @@ def _check_type(value: Any, annotation: Any, what: str) -> Any:
     if value is None:
         if optional:
             return None
-        raise ValueError(f"{what} may not be empty")
+        raise ConfigError(f"{what} may not be empty")
     if typing.get_origin(annotation) is typing.Literal:
         choices = typing.get_args(annotation)
         if value not in choices:
-            raise ValueError(f"{what} must be one of {list(choices)}, got {value!r}")
+            raise ConfigError(f"{what} must be one of {list(choices)}, got {value!r}")
         return value
     if annotation is bool:
         if isinstance(value, bool):
@@ -157,7 +159,7 @@ def _check_type(value: Any, annotation: Any, what: str) -> Any:
             return value
     else:
         return value
-    raise ValueError(f"{what} expects {annotation.__name__}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{what} expects {annotation.__name__}, got {type(value).__name__} {value!r}")
 
 
 def config_hash(*configs: Any) -> str:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,6 +21,8 @@ from typing import IO, Any
 import httpx
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
+from rubric_pipeline.core.http import RetryPolicy, send_with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,25 @@ class LLMConfig:
     timeout_s: float = option(60.0, help="per-request timeout in seconds")
     backoff_s: float = option(0.5, help="first retry delay; doubles per retry, with jitter")
     trace_path: str | None = option(None, help="append a JSONL record of every call to this file")
+
+    @classmethod
+    def for_endpoint(
+        cls,
+        urls: str | Sequence[str] | None,
+        model: str | None,
+        *,
+        what: str = "an LLM call",
+        need: str = "--llm-url and --model",
+        **settings: Any,
+    ) -> LLMConfig:
+        """The one way a stage turns its options into an LLMConfig: the server URL (or URLs), the served
+        model name and any other field (``timeout_s=...``); a setting given as None keeps the default.
+        No URL or no model is a ConfigError saying ``what`` ``need``s."""
+        base_urls = [urls] if isinstance(urls, str) else list(urls or [])
+        if not base_urls or not model:
+            raise ConfigError(f"{what} needs {need}")
+        given = {name: value for name, value in settings.items() if value is not None}
+        return cls(base_urls=base_urls, model=model, **given)
 
 
 @dataclass
@@ -72,7 +93,7 @@ class Completion:
         return self.texts[0]
 
 
-class LLMError(RuntimeError):
+class LLMError(RubricVerifierError, RuntimeError):
     """A call that failed for good: a non-retryable status, or retries exhausted."""
 
     def __init__(self, url: str, attempts: int, status: int | None, message: str) -> None:
@@ -91,17 +112,6 @@ def structured_outputs(
     return given or None
 
 
-def _retryable(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return float(response.headers.get("retry-after", 0))
-    except ValueError:
-        return 0.0
-
-
 class LLMClient:
     """Async client; use as ``async with LLMClient(config) as client: await client.chat(...)``."""
 
@@ -115,6 +125,7 @@ class LLMClient:
         self._next = 0  # round-robin tie break
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
         self._http: httpx.AsyncClient | None = None
+        self._policy = RetryPolicy(config.max_retries, config.backoff_s, MAX_BACKOFF_S)
         self._trace: IO[str] | None = None
 
     async def __aenter__(self) -> LLMClient:
@@ -193,35 +204,27 @@ class LLMClient:
     async def _post(self, path: str, body: dict[str, Any]) -> Completion:
         if self._http is None:
             raise RuntimeError("LLMClient is not open: use `async with LLMClient(config) as client`")
-        start = time.perf_counter()
-        url, status, reason, retry_after = "", None, "", 0.0
-        attempts_allowed = self.config.max_retries + 1
-        for attempt in range(1, attempts_allowed + 1):
-            if attempt > 1:
-                self.usage.retries += 1
-                delay = min(MAX_BACKOFF_S, self.config.backoff_s * 2 ** (attempt - 2))
-                await asyncio.sleep(max(retry_after, delay * random.uniform(0.5, 1.5)))
+        http, start, used = self._http, time.perf_counter(), [""]
+
+        async def send(attempt: int) -> httpx.Response:
             async with self._semaphore:
-                url = self._pick_url(avoid=url or None)
+                url = used[0] = self._pick_url(avoid=used[0] or None)
                 self._outstanding[url] += 1
                 try:
-                    response = await self._http.post(url + path, json=body)
-                except httpx.TransportError as exc:  # connection errors and timeouts
-                    status, reason, retry_after = None, f"{type(exc).__name__}: {exc}", 0.0
-                    logger.debug("attempt %d to %s failed: %s", attempt, url, reason)
-                    continue
+                    return await http.post(url + path, json=body)
                 finally:
                     self._outstanding[url] -= 1
-            status = response.status_code
-            if status == 200:
-                return self._completion(response, url, time.perf_counter() - start, attempt)
-            reason, retry_after = response.text[:500], min(_retry_after(response), MAX_BACKOFF_S)
-            if not _retryable(status):
-                self.usage.failures += 1
-                raise LLMError(url + path, attempt, status, reason)
-            logger.debug("attempt %d to %s got HTTP %d", attempt, url, status)
+
+        def count_retry(attempt: int) -> None:
+            self.usage.retries += 1
+
+        outcome = await send_with_retries(send, self._policy, what=f"POST {path}", on_retry=count_retry)
+        response = outcome.response
+        if response is not None and response.status_code == 200:
+            return self._completion(response, used[0], time.perf_counter() - start, outcome.attempts)
         self.usage.failures += 1
-        raise LLMError(url + path, attempts_allowed, status, reason)
+        status = response.status_code if response is not None else None
+        raise LLMError(used[0] + path, outcome.attempts, status, outcome.reason)
 
     def _completion(self, response: httpx.Response, url: str, latency_s: float, attempts: int) -> Completion:
         try:

@@ -1,17 +1,35 @@
 """Data contracts shared by both packages: passages, rubrics, rubric sets, labelled examples.
 
-Every record is a plain dataclass with ``to_dict``/``from_dict`` so it round-trips through JSONL and
-Hugging Face ``datasets`` (see :func:`rubric_set_features` and :func:`labelled_features`).
+Every record has ``to_dict``/``from_dict`` so it round-trips through JSONL and Hugging Face ``datasets``
+(see :func:`rubric_set_features` and :func:`labelled_features`). :class:`Rubric` and :class:`Source` are
+pydantic models, the one parser of a rubric; the other records are plain dataclasses. Only the standard
+library and pydantic are imported here (the RL-side adapters import this module without torch/datasets).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rubric_pipeline.core.errors import RecordError, validation_record_error
+
+# The JSONL io lives in core/jsonl.py; re-exported here, where the readers of records import it from.
+from rubric_pipeline.core.jsonl import iter_jsonl as iter_jsonl
+from rubric_pipeline.core.jsonl import require as require
+from rubric_pipeline.core.jsonl import write_jsonl as write_jsonl
 
 
 class Label(StrEnum):
@@ -32,24 +50,6 @@ class Importance(StrEnum):
 
 
 DEFAULT_WEIGHTS: dict[str, float] = {"vital": 1.0, "okay": 0.5}
-
-
-class RecordError(ValueError):
-    """A bad input record: the message names the file, the line (or record id) and the field.
-
-    ``where`` is a 1-based line number, a record id, or 0/None for the file as a whole (e.g. empty).
-    """
-
-    def __init__(
-        self, source: str | Path, where: int | str | None, problem: str, field_name: str | None = None
-    ):
-        self.source, self.where, self.field_name, self.problem = str(source), where, field_name, problem
-        if isinstance(where, str):
-            location = f"{source}: record {where!r}"
-        else:
-            location = f"{source}: line {where}" if where else str(source)
-        field_text = f", field {field_name!r}" if field_name else ""
-        super().__init__(f"{location}{field_text}: {problem}")
 
 
 @dataclass
@@ -74,10 +74,11 @@ class Passage:
         )
 
 
-@dataclass
-class Source:
+class Source(BaseModel):
     """Provenance of a rubric: which passage, from which document (its URL and title when known),
     retrieved by which query."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
     passage_id: str
     doc_id: str
@@ -85,14 +86,71 @@ class Source:
     url: str | None = None
     title: str | None = None
 
+    def __init__(self, *args: Any, **data: Any) -> None:
+        super().__init__(**_positional(type(self), args), **data)
 
-@dataclass
-class Rubric:
+
+def _positional(cls: type[BaseModel], args: tuple[Any, ...]) -> dict[str, Any]:
+    """Positional constructor arguments by field order (``Rubric("r0", "text")``, as the dataclass took)."""
+    names = list(cls.model_fields)
+    if len(args) > len(names):
+        raise TypeError(f"{cls.__name__} takes at most {len(names)} positional arguments, got {len(args)}")
+    return dict(zip(names, args, strict=False))
+
+
+def _rubric_input(value: Any, index: int) -> Any:
+    """A rubric as given (a bare string, or a dict whose optional fields may be absent or null) -> the
+    dict the model validates: id ``r<index>`` when none is given, importance ``vital``, no sources."""
+    if isinstance(value, str):
+        return {"rubric_id": f"r{index}", "text": value}
+    if not isinstance(value, dict):
+        return value
+    value = dict(value)
+    if value.get("rubric_id") in (None, ""):
+        value["rubric_id"] = f"r{index}"
+    if value.get("importance") in (None, ""):
+        value["importance"] = Importance.VITAL.value
+    if value.get("sources") is None:
+        value["sources"] = []
+    return value
+
+
+class Rubric(BaseModel):
+    """One rubric: a bare string or ``{text, rubric_id?, importance?, weight?, sources?}``.
+
+    The model is the one rubric parser: every reader (labelled jsonl, rubric sets, TREC files, the
+    gateway body, the RL adapters) validates through it, so a rubric is read the same way everywhere.
+    """
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
     rubric_id: str
     text: str
-    importance: str = Importance.VITAL.value
-    weight: float | None = None
-    sources: list[Source] = field(default_factory=list)
+    importance: Literal["vital", "okay"] = Importance.VITAL.value
+    weight: float | None = Field(default=None, ge=0, strict=True)
+    sources: list[Source] = Field(default_factory=list)
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        super().__init__(**_positional(type(self), args), **data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        return _rubric_input(data, 0)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("empty rubric text")
+        return text
+
+    @field_validator("importance", mode="before")
+    @classmethod
+    def _known_importance(cls, importance: Any) -> Any:
+        if importance not in (Importance.VITAL.value, Importance.OKAY.value):
+            raise ValueError(f"unknown importance {importance!r}; expected vital or okay")
+        return str(importance)
 
     def effective_weight(self) -> float:
         if self.weight is not None:
@@ -100,29 +158,52 @@ class Rubric:
         return DEFAULT_WEIGHTS.get(self.importance, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "rubric_id": self.rubric_id,
-            "text": self.text,
-            "importance": self.importance,
-            "weight": self.weight,
-            "sources": [asdict(source) for source in self.sources],
-        }
+        return self.model_dump()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | str, index: int = 0) -> Rubric:
-        """Accept a full rubric dict, or a bare string (id derived from position)."""
-        if isinstance(data, str):
-            return cls(rubric_id=f"r{index}", text=data)
-        importance = data.get("importance") or Importance.VITAL.value
-        if importance not in (Importance.VITAL, Importance.OKAY):
-            raise ValueError(f"rubric {data.get('rubric_id', index)!r}: unknown importance {importance!r}")
-        return cls(
-            rubric_id=str(data.get("rubric_id") or f"r{index}"),
-            text=data["text"],
-            importance=importance,
-            weight=data.get("weight"),
-            sources=[Source(**source) for source in data.get("sources") or []],
-        )
+    def from_dict(
+        cls,
+        data: Any,
+        index: int = 0,
+        *,
+        source: str | Path | None = None,
+        where: int | str | None = None,
+        name: str | None = None,
+    ) -> Rubric:
+        """Parse one rubric (a string, a dict, or a Rubric); ``index`` gives the id ``r<index>`` of one
+        without an id. A bad one raises :class:`RecordError` naming ``source``, ``where`` and the field
+        (``name``, e.g. ``rubrics[3]``, then the path inside the rubric)."""
+        try:
+            return cls.model_validate(_rubric_input(data, index))
+        except ValidationError as exc:
+            raise validation_record_error(exc, source, where, name) from None
+
+
+def parse_rubric_list(value: Any) -> list[Rubric]:
+    """A sample's rubrics as an RL job passes them: a list of strings / rubric dicts, that list as JSON
+    text, or ``{"rubrics": [...]}``; a bad one is a RecordError naming ``rubrics[i]`` and its field."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecordError(None, None, f"expected a JSON list of rubrics ({exc.msg})", "rubrics") from None
+    if isinstance(value, dict) and "rubrics" in value:
+        value = value["rubrics"]
+    if not isinstance(value, list):
+        raise RecordError(None, None, f"expected a list of rubrics, got {type(value).__name__}", "rubrics")
+    return [Rubric.from_dict(item, i, name=f"rubrics[{i}]") for i, item in enumerate(value)]
+
+
+def _numbered(value: Any) -> Any:
+    return [_rubric_input(item, i) for i, item in enumerate(value)] if isinstance(value, list) else value
+
+
+# A list of rubrics as a pydantic field type (the gateway body): items without an id get ``r<position>``.
+RubricList = Annotated[list[Rubric], BeforeValidator(_numbered)]
+
+
+def _rubrics(items: list[Any], where: str) -> list[Rubric]:
+    return [Rubric.from_dict(item, i, where=where, name=f"rubrics[{i}]") for i, item in enumerate(items)]
 
 
 @dataclass
@@ -150,7 +231,7 @@ class RubricSet:
             qid=str(data["qid"]),
             question=data["question"],
             queries=list(data.get("queries") or []),
-            rubrics=[Rubric.from_dict(r, i) for i, r in enumerate(data.get("rubrics") or [])],
+            rubrics=_rubrics(data.get("rubrics") or [], str(data["qid"])),
             meta={k: v for k, v in (data.get("meta") or {}).items() if v is not None},
         )
 
@@ -167,12 +248,11 @@ class LabelledExample:
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.rubrics):
-            raise ValueError(
-                f"response {self.response_id!r}: {len(self.labels)} labels for {len(self.rubrics)} rubrics"
-            )
+            problem = f"{len(self.labels)} labels for {len(self.rubrics)} rubrics"
+            raise RecordError(None, self.response_id, problem, "labels")
         unknown = sorted(set(self.labels) - set(LABELS))
         if unknown:
-            raise ValueError(f"response {self.response_id!r}: unknown labels {unknown}")
+            raise RecordError(None, self.response_id, f"unknown labels {unknown}", "labels")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,7 +272,7 @@ class LabelledExample:
             question=data["question"],
             response=data["response"],
             response_id=str(data["response_id"]),
-            rubrics=[Rubric.from_dict(r, i) for i, r in enumerate(data["rubrics"])],
+            rubrics=_rubrics(data["rubrics"], str(data["response_id"])),
             labels=list(data["labels"]),
             label_source=data["label_source"],
         )
@@ -258,61 +338,6 @@ def labelled_features():
             "label_source": Value("string"),
         }
     )
-
-
-# ---------------------------------------------------------------- JSONL io
-
-
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, record)``; blank lines are skipped; bad JSON or text that is not UTF-8 raises
-    :class:`RecordError`, a missing path or a folder ``FileNotFoundError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: {'is a folder, not a JSONL file' if path.is_dir() else 'no such file'}"
-        )
-    with path.open("rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise RecordError(
-                    path, line_number, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(path, line_number, f"malformed JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise RecordError(path, line_number, f"expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
-
-
-def require(record: dict[str, Any], name: str, source: str | Path, where: int | str, kind: type = str) -> Any:
-    """Fetch a required field, raising :class:`RecordError` naming the record when absent or mistyped."""
-    if name not in record or record[name] is None:
-        raise RecordError(source, where, "missing required field", name)
-    value = record[name]
-    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, kind):
-        raise RecordError(source, where, f"expected {kind.__name__}, got {type(value).__name__}", name)
-    return value
-
-
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]], append: bool = False) -> int:
-    """Write records one per line (flushed), creating parent folders; returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with path.open("a" if append else "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-        handle.flush()
-    return count
 
 
 def read_questions(path: str | Path) -> list[tuple[str, str]]:

@@ -12,7 +12,15 @@ from pathlib import Path
 from string import Template
 
 PROMPTS_DIR = Path(__file__).resolve().parent
-PROMPT_NAMES: tuple[str, ...] = ("rewrite", "extract", "merge", "importance")
+PROMPT_NAMES: tuple[str, ...] = (
+    "rewrite",
+    "extract",
+    "merge",
+    "importance",
+    "rewrite_passage",
+    "duplicate",
+    "relevance",
+)
 
 
 @cache

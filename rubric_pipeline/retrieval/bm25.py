@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import Passage
 from rubric_pipeline.corpus import index_text, passages_fingerprint, read_passages, write_passages
 from rubric_pipeline.retrieval.base import ScoredPassage
@@ -26,7 +27,7 @@ def resolve_backend(backend: str) -> str:
     """``auto`` -> numba when installed, else numpy. Numba scores ~17x faster but JIT-compiles for ~7 s
     on the first search of a process, so it pays off only for large query batches."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown BM25 backend {backend!r}; choose from {BACKENDS}")
+        raise ConfigError(f"unknown BM25 backend {backend!r}; choose from {BACKENDS}")
     if backend == "auto":
         return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
     return backend

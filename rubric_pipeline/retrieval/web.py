@@ -16,14 +16,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
+from rubric_pipeline.core.errors import RubricVerifierError
+from rubric_pipeline.core.http import RetryPolicy, send_with_retries
 from rubric_pipeline.core.records import Passage
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
-
-class WebSearchError(RuntimeError):
+class WebSearchError(RubricVerifierError, RuntimeError):
     """A search request that failed for good: names the URL, attempts, HTTP status and reason."""
 
     def __init__(self, url: str, attempts: int, status: int | None, message: str):
@@ -99,29 +99,19 @@ class HTTPSearchBackend:
     async def _get_page(self, client: httpx.AsyncClient, query: str, page: int) -> list[dict[str, Any]]:
         url = f"{self.base_url}/search"
         params = {**self.params, "q": query, "format": "json", "pageno": str(page)}
-        status: int | None = None
-        message = ""
-        for attempt in range(1, self.max_retries + 2):
-            try:
-                response = await client.get(url, params=params)
-            except httpx.TransportError as exc:
-                status, message = None, f"{type(exc).__name__}: {exc}"
-            else:
-                status = response.status_code
-                if status == 200:
-                    try:
-                        results = response.json().get("results")
-                    except ValueError as exc:
-                        raise WebSearchError(url, attempt, status, f"invalid JSON ({exc})") from None
-                    if not isinstance(results, list):
-                        raise WebSearchError(url, attempt, status, "response has no 'results' list")
-                    return results
-                message = response.text[:200]
-                if status not in RETRY_STATUSES:
-                    raise WebSearchError(url, attempt, status, message)
-            if attempt <= self.max_retries:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise WebSearchError(url, self.max_retries + 1, status, message)
+        policy = RetryPolicy(self.max_retries, self.backoff_s, jitter=False)
+        outcome = await send_with_retries(lambda attempt: client.get(url, params=params), policy, what=url)
+        response, attempt = outcome.response, outcome.attempts
+        if response is None or response.status_code != 200:
+            status = response.status_code if response is not None else None
+            raise WebSearchError(url, attempt, status, outcome.reason[:200])
+        try:
+            results = response.json().get("results")
+        except ValueError as exc:
+            raise WebSearchError(url, attempt, 200, f"invalid JSON ({exc})") from None
+        if not isinstance(results, list):
+            raise WebSearchError(url, attempt, 200, "response has no 'results' list")
+        return results
 
     async def _search(self, client: httpx.AsyncClient, query: str, k: int) -> list[Passage]:
         passages: dict[str, Passage] = {}

@@ -111,3 +111,51 @@ def test_idf_weights_prefer_informative_sentences_and_anchor_passages() -> None:
     assert question_anchors(question, [passage.text, docs[0]], weights) == {"zanemthorp"}
     other = Passage("t#0", "t", docs[0])  # shares only "city": no anchor, no nuggets
     assert extract_offline(question, [], other, term_weights=weights, anchors={"zanemthorp"}) == []
+
+
+def test_clause_splitting_makes_list_items_atomic_statements() -> None:
+    from rubric_pipeline.extract import split_clauses
+
+    sentence = (
+        "Additionally, key challenges include the export of toxic waste to poor nations, which harms "
+        "workers, falling prices for recycled metals, and products that are hard to repair, reuse, or "
+        "recycle."
+    )
+    assert split_clauses(sentence) == [
+        "the export of toxic waste to poor nations, which harms workers",  # the relative clause stays
+        "falling prices for recycled metals",
+        "products that are hard to repair, reuse, or recycle",  # a nested list stays whole
+    ]
+    assert split_clauses("Symptoms include fever, cough, and fatigue.") == [
+        "Symptoms include fever, cough, and fatigue"
+    ]
+    assert split_clauses("Tolls rose; ferries stopped, while the bridge stayed open.") == [
+        "Tolls rose", "ferries stopped", "the bridge stayed open"
+    ]  # fmt: skip
+
+
+def test_offline_answer_settings_skip_meta_statements_and_fragments() -> None:
+    passage = Passage(
+        "a#1", "a",
+        "cut at the chunk start and of no use here. The provided documents do not mention the founding date. "
+        "The harbor of Velmora was built in 1901 by the guild, and ferries were added in 1950.",
+    )  # fmt: skip
+    nuggets = extract_offline(
+        "velmora history", [], passage, max_nuggets=5, clauses=True, sentence_anchor=False
+    )
+    assert nuggets == [
+        "The harbor of Velmora was built in 1901 by the guild, and ferries were added in 1950."
+    ]
+    # a sentence without the anchor term qualifies when the passage holds it
+    other = Passage(
+        "b#0", "b", "Velmora lies on the coast. Ferries leave the harbor every hour for the islands."
+    )
+    assert len(extract_offline("velmora ferries", [], other, max_nuggets=5, anchors={"velmora"})) == 1
+    assert (
+        len(
+            extract_offline(
+                "velmora ferries", [], other, max_nuggets=5, anchors={"velmora"}, sentence_anchor=False
+            )
+        )
+        == 2
+    )

@@ -376,3 +376,12 @@ def test_rubric_matching_is_one_to_one() -> None:
     assert both["rubric_recall"] == 1.0 and both["rubric_precision"] == 1.0
     assert rubric_scores({}, gold)["rubric_recall"] == 0.0
     assert recall_at_k({"q": ["a", "x", "b"]}, {"q": ["a", "b"], "r": []}, k=2) == 0.5
+
+
+def test_similarity_filters_drop_off_topic_nuggets_and_count_them(world, tmp_path: Path) -> None:
+    plain = build(BuildConfig(**world, dense=False), tmp_path / "plain")
+    strict = build(BuildConfig(**world, dense=False, min_topic_similarity=0.99), tmp_path / "topic")
+    assert strict["events"]["merge.off_topic_dropped"] > 0 and strict["rubrics"] < plain["rubrics"]
+    question = build(BuildConfig(**world, dense=False, min_question_similarity=0.99), tmp_path / "question")
+    assert question["events"]["merge.off_topic_dropped"] > 0 and question["rubrics"] < plain["rubrics"]
+    assert "merge.off_topic_dropped" not in plain["events"]  # both filters are off by default

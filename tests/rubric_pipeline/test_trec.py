@@ -131,3 +131,54 @@ def test_written_rubric_sets_keep_text_and_importance_ids_are_regenerated(tmp_pa
     (back,) = read_trec_rubric_sets(out)
     assert [(r.text, r.importance) for r in back.rubrics] == [("a fact", "okay"), ("b", "vital")]
     assert [r.rubric_id for r in back.rubrics] == ["q9#n0", "q9#n1"]
+
+
+def _write_records(tmp_path, *records):
+    path = tmp_path / "assign.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_failed_assignments_read_as_absent_labels(tmp_path):
+    nuggets = [
+        {"text": "fact one", "importance": "vital", "assignment": "support"},
+        {"text": "fact two", "importance": "okay", "assignment": "failed"},
+        {"text": "fact three", "importance": "vital", "assignment": "not_support"},
+    ]
+    all_failed = [{"text": "fact one", "importance": "vital", "assignment": "failed"}]
+    base = {"qid": "q1", "query": "Q?", "answer_text": "A."}
+    path = _write_records(
+        tmp_path, base | {"run_id": "r1", "nuggets": nuggets}, base | {"run_id": "r2", "nuggets": all_failed}
+    )
+    (example,) = read_trec_labelled(path)  # the record whose every assignment failed is skipped
+    assert [r.text for r in example.rubrics] == ["fact one", "fact three"]
+    assert example.labels == ["support", "not_support"]
+    assert [r.rubric_id for r in example.rubrics] == ["q1#n0", "q1#n2"]  # ids stay those of the topic
+
+
+def test_retrieval_mode_assign_records_read(tmp_path):
+    record = {
+        "qid": "q1",
+        "query": "Q?",
+        "docid": "doc-7",
+        "candidate_text": "The passage text.",
+        "nuggets": [{"text": "fact one", "importance": "vital", "assignment": "partial_support"}],
+    }
+    plain = {k: v for k, v in record.items() if k != "candidate_text"} | {"docid": "doc-8", "text": "Other."}
+    first, second = read_trec_labelled(_write_records(tmp_path, record, plain))
+    assert (first.response, first.response_id, first.labels) == (
+        "The passage text.",
+        "q1:doc-7",
+        ["partial_support"],
+    )
+    assert (second.response, second.response_id) == ("Other.", "q1:doc-8")
+
+
+def test_missing_importance_defaults_to_okay_as_in_nuggetizer(tmp_path):
+    record = {
+        "qid": "q1",
+        "query": "Q?",
+        "nuggets": [{"text": "fact one"}, {"text": "x", "importance": None}],
+    }
+    (rubric_set,) = read_trec_rubric_sets(_write_records(tmp_path, record))
+    assert [r.importance for r in rubric_set.rubrics] == ["okay", "okay"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from verifier.demo import render_summary
+from verifier.demo import WORLD_FILES, Demo, DemoConfig, render_summary
 
 
 def test_summary_renders_eval_reports_and_served_results():
@@ -57,7 +57,6 @@ def test_summary_puts_master_key_fpr_beside_support_recall_and_scores_complete_a
 @pytest.mark.vllm
 def test_demo_calibration_is_fitted_on_training_responses_and_shipped(vllm_server, tmp_path):
     from rubric_pipeline.core.records import iter_jsonl, write_jsonl
-    from verifier.demo import Demo, DemoConfig
     from verifier.judge.calibration import find_calibration
 
     world = Path(__file__).resolve().parents[2] / "data" / "demo" / "responses.jsonl"
@@ -70,3 +69,15 @@ def test_demo_calibration_is_fitted_on_training_responses_and_shipped(vllm_serve
     assert stats["rubrics"] == sum(len(row["labels"]) for row in rows) and stats["unjudgeable_examples"] == 0
     assert stats["fit_macro_f1"] >= stats["argmax_macro_f1"]  # the zero biases are on the grid
     assert find_calibration(model_dir).params == stats["params"]
+
+
+def test_demo_generates_its_world_without_a_source_checkout(tmp_path):
+    """No world folder given: the seed-0 world is written into OUTPUT/world, the same bytes as data/demo."""
+    world = Demo(DemoConfig(output=str(tmp_path / "run")), None).write_world()
+    assert world == tmp_path / "run" / "world"
+    shipped = Path(__file__).parents[2] / "data" / "demo"
+    for name in WORLD_FILES:
+        assert (world / name).read_bytes() == (shipped / name).read_bytes(), name
+    given = Demo(DemoConfig(output=str(tmp_path / "run2"), world=str(tmp_path / "nowhere")), None)
+    with pytest.raises(FileNotFoundError, match=r"nowhere: not a demo world folder \(no corpus.jsonl"):
+        given.write_world()

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, config_hash, option
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import (
     AUGMENT_PREFIX,
     Label,
@@ -75,11 +76,11 @@ class AugmentConfig:
             set(self.heldout_families) - set(FAMILIES)
         )
         if unknown:
-            raise ValueError(f"unknown augment families {unknown}; known: {list(FAMILIES)}")
+            raise ConfigError(f"unknown augment families {unknown}; known: {list(FAMILIES)}")
         if not 1 <= self.window_min <= self.window_max:
-            raise ValueError(f"need 1 <= window_min <= window_max, got {self.window_min}..{self.window_max}")
+            raise ConfigError(f"need 1 <= window_min <= window_max, got {self.window_min}..{self.window_max}")
         if self.regroup_rounds < 0 or self.truncate_max_words < 1:
-            raise ValueError("regroup_rounds must be >= 0 and truncate_max_words >= 1")
+            raise ConfigError("regroup_rounds must be >= 0 and truncate_max_words >= 1")
 
 
 # ---------------------------------------------------------------- the augmentations (pure functions)
@@ -245,7 +246,7 @@ def write_splits(output: str | Path, result: AugmentResult, meta: dict) -> Path:
 
 def augment(config: AugmentConfig) -> AugmentResult:
     if not config.input or not config.output:
-        raise ValueError("augment needs --input (labelled examples) and --output (a directory)")
+        raise ConfigError("augment needs --input (labelled examples) and --output (a directory)")
     examples = read_labelled_input(config.input, config.input_split)
     result = augment_examples(examples, config)
     meta = {"config": asdict(config), "config_hash": config_hash(config), "counts": result.counts}

@@ -11,11 +11,9 @@ from typing import Any
 
 from rubric_pipeline.core.records import (
     LABELS,
-    Importance,
     LabelledExample,
     RecordError,
     Rubric,
-    Source,
     iter_jsonl,
     require,
 )
@@ -46,42 +44,10 @@ def load_saved_dataset(path: Path, expected: str, split: str | None = None) -> A
     return data[split] if split is not None else next(iter(data.values()))
 
 
-def _typed(value: Any, kind: type | tuple[type, ...], source: Path, where: int | str, name: str) -> Any:
-    if value is None:
-        raise RecordError(source, where, "missing required field", name)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        kinds = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise RecordError(source, where, f"expected {kinds}, got {type(value).__name__}", name)
-    return value
-
-
 def parse_rubric(value: Any, source: Path, where: int | str, name: str, index: int) -> Rubric:
-    """A rubric: a bare string (id ``r<index>``) or ``{text, rubric_id?, importance?, weight?, sources?}``."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise RecordError(source, where, "empty rubric text", name)
-        return Rubric(rubric_id=f"r{index}", text=value)
-    value = _typed(value, dict, source, where, name)
-    text = _typed(value.get("text"), str, source, where, f"{name}.text")
-    if not text.strip():
-        raise RecordError(source, where, "empty rubric text", f"{name}.text")
-    importance = value.get("importance") or Importance.VITAL.value
-    if importance not in (Importance.VITAL, Importance.OKAY):
-        raise RecordError(
-            source, where, f"unknown importance {importance!r}; expected vital or okay", f"{name}.importance"
-        )
-    weight = value.get("weight")
-    if weight is not None:
-        _typed(weight, (int, float), source, where, f"{name}.weight")
-    sources = []
-    for k, item in enumerate(_typed(value.get("sources") or [], list, source, where, f"{name}.sources")):
-        try:
-            sources.append(Source(**_typed(item, dict, source, where, f"{name}.sources[{k}]")))
-        except TypeError as exc:
-            raise RecordError(source, where, f"not a source ({exc})", f"{name}.sources[{k}]") from None
-    rubric_id = value.get("rubric_id")
-    rubric_id = f"r{index}" if rubric_id in (None, "") else str(rubric_id)
-    return Rubric(rubric_id, text, importance, weight, sources)
+    """A rubric: a bare string (id ``r<index>``) or ``{text, rubric_id?, importance?, weight?, sources?}``,
+    parsed by :meth:`Rubric.from_dict`; a bad one is a RecordError naming ``name`` and the field in it."""
+    return Rubric.from_dict(value, index, source=source, where=where, name=name)
 
 
 def parse_rubrics(record: dict[str, Any], source: Path, where: int | str) -> list[Rubric]:

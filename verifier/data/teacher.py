@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import (
     LabelledExample,
     RecordError,
@@ -255,13 +256,16 @@ async def _generate(config: LabelConfig, rubric_sets: dict[str, RubricSet], judg
         from rubric_pipeline.core.llm import LLMClient, LLMConfig
 
         model = config.gen_model or config.model
-        async with LLMClient(LLMConfig(base_urls=list(config.gen_url), model=model)) as client:
+        llm_config = LLMConfig.for_endpoint(
+            config.gen_url, model, what="--generate", need="--gen-url and --model"
+        )
+        async with LLMClient(llm_config) as client:
             return await generate_responses(
                 client, rubric_sets, config.generate, config.gen_temperature, config.gen_max_tokens, done
             )
     client = getattr(judge, "client", None)
     if client is None:
-        raise ValueError("--generate needs --gen-url (or an LLM judge whose endpoint can answer)")
+        raise ConfigError("--generate needs --gen-url (or an LLM judge whose endpoint can answer)")
     return await generate_responses(
         client, rubric_sets, config.generate, config.gen_temperature, config.gen_max_tokens, done
     )
@@ -279,9 +283,9 @@ def write_dataset(out: Path) -> int:
 
 async def run_label(config: LabelConfig) -> dict:
     if not config.output:
-        raise ValueError("--output DIR is required")
+        raise ConfigError("--output DIR is required")
     if not config.responses and not config.generate:
-        raise ValueError("give --responses PATH and/or --generate N")
+        raise ConfigError("give --responses PATH and/or --generate N")
     # every input is read and checked before a judge (maybe a vLLM engine) starts
     responses = load_responses(config.responses) if config.responses else []
     if config.rubrics:
@@ -289,7 +293,7 @@ async def run_label(config: LabelConfig) -> dict:
     elif config.responses and _is_trec(Path(config.responses)):
         rubric_sets = load_rubric_sets(config.responses)  # a TREC file carries its own nuggets
     else:
-        raise ValueError("--rubrics is required (unless --responses is a TREC jsonl)")
+        raise ConfigError("--rubrics is required (unless --responses is a TREC jsonl)")
     async with open_judge(config) as judge:
         counts = await label_responses(config, rubric_sets, judge, responses)
     counts["dataset_rows"] = write_dataset(Path(config.output))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import AUGMENT_PREFIX, LABELS, LabelledExample
 from verifier.data.labelled_io import load_labelled
 from verifier.eval.metrics import classification_report, score_agreement
@@ -281,7 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = build_config(EvalConfig, args.recipe, "eval", args)
     if not config.data:
-        raise ValueError("--data is required (a labelled jsonl, a datasets dir, or a TREC jsonl)")
+        raise ConfigError("--data is required (a labelled jsonl, a datasets dir, or a TREC jsonl)")
     examples = load_labelled(config.data)
     if config.limit is not None:
         examples = examples[: config.limit]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import LABEL_SCORES, LABELS, Label, Rubric
 
 if TYPE_CHECKING:
@@ -110,9 +111,9 @@ class LLMJudge:
         from verifier.judge import prompt
 
         if samples < 1:
-            raise ValueError(f"samples must be >= 1, got {samples}")
+            raise ConfigError(f"samples must be >= 1, got {samples}")
         if samples > 1 and temperature <= 0:
-            raise ValueError(
+            raise ConfigError(
                 "self-consistency (samples > 1) needs temperature > 0: greedy samples are identical"
             )
         self.client = client

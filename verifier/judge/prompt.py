@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from string import Template
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import LABELS
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
@@ -75,7 +76,7 @@ PROMPT_VERSION: str = _version()
 def window_slices(n: int, size: int = DEFAULT_WINDOW) -> list[slice]:
     """Consecutive windows of at most ``size`` rubrics covering ``range(n)``."""
     if size < 1:
-        raise ValueError(f"window size must be >= 1, got {size}")
+        raise ConfigError(f"window size must be >= 1, got {size}")
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
@@ -86,7 +87,7 @@ def _one_line(text: str) -> str:
 def render_prefix(question: str, response: str, output_format: str = "json", reasoning: bool = False) -> str:
     """The invariant part of the prompt, identical for every window of one response."""
     if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
+        raise ConfigError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
     instruction = (
         _json_data("formats.json")[output_format] + "\n" + format_labels(EXAMPLE_LABELS, output_format)
     )
@@ -162,7 +163,7 @@ def format_labels(labels: Sequence[str], output_format: str = "json", reasoning:
     elif output_format == "pipe":
         body = " | ".join(labels)
     else:
-        raise ValueError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
+        raise ConfigError(f"unknown output format {output_format!r}; known: {list(OUTPUT_FORMATS)}")
     if reasoning is None:
         return body
     return f"<reasoning>{reasoning.strip()}</reasoning>\n{body}"

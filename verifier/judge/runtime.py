@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError
 from verifier.data.labelled_io import load_labelled
 from verifier.judge.judges import Judge
 
@@ -59,11 +60,11 @@ def build_baseline(options: JudgeOptions, fit_examples: list[Any] | None) -> Any
     elif options.judge == "majority":
         judge = MajorityJudge()
     else:
-        raise ValueError(f"unknown judge {options.judge!r}; choose from {JUDGES}")
+        raise ConfigError(f"unknown judge {options.judge!r}; choose from {JUDGES}")
     if fit_examples:
         judge.fit(fit_examples)
     elif options.judge == "majority":
-        raise ValueError("--judge majority needs --fit PATH (the dev set whose majority label it predicts)")
+        raise ConfigError("--judge majority needs --fit PATH (the dev set whose majority label it predicts)")
     else:
         logger.warning(
             "%s judge not fitted (no --fit): using default thresholds %s", judge.name, judge.params()
@@ -97,11 +98,11 @@ async def open_judge(options: JudgeOptions) -> AsyncIterator[Judge]:
                 engine_kwargs["chat_template"] = options.chat_template
             engine = stack.enter_context(VLLMEngine(EngineConfig(**engine_kwargs)))
             urls, model = [engine.base_url], engine.model_name
-        if not urls or not model:
-            raise ValueError("--judge llm needs --llm-url and --model, or --serve-model DIR")
-        config = LLMConfig(
-            base_urls=urls,
-            model=model,
+        config = LLMConfig.for_endpoint(
+            urls,
+            model,
+            what="--judge llm",
+            need="--llm-url and --model, or --serve-model DIR",
             api_key=options.api_key,
             timeout_s=options.timeout_s,
             max_retries=options.max_retries,

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
+from rubric_pipeline.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,14 @@ class ServeConfig:
     max_items: int = option(256, help="items per request (413 above)")
     max_rubrics: int = option(256, help="rubrics per item (413 above)")
     max_chars: int = option(60_000, help="characters per item: question + response + rubrics (413 above)")
-    max_queue: int = option(512, help="requests in flight before the gateway answers 503")
+    max_queued_windows: int = option(
+        32_768,
+        help="rubric windows admitted (queued or judged) across requests; past it /v1/judge answers 503 + "
+        "Retry-After and /get_reward waits for room (up to --queue-wait-s)",
+    )
+    queue_wait_s: float = option(
+        50.0, help="how long /get_reward waits for room before its samples come back unjudgeable (overloaded)"
+    )
     keep_alive_s: float = option(
         75.0,
         help="seconds the gateway keeps an idle client connection open; longer than clients' own idle "
@@ -64,10 +72,10 @@ class ServeConfig:
     item_timeout_s: float = option(
         120.0, help="deadline for one item's judgement; then reward None, 'timeout'"
     )
-    unjudgeable_reward: float | None = option(
-        None,
-        help="reward /get_reward answers for an unjudgeable sample instead of null (OpenRLHF needs a float); "
-        "the sample stays flagged in extra_logs ('unjudgeable', 'unjudgeable/<reason>') and in /metrics",
+    unjudgeable_reward: float = option(
+        0.0,
+        help="reward /get_reward answers for an unjudgeable sample (OpenRLHF needs a float, never null); the "
+        "sample stays flagged in extra_logs ('unjudgeable', 'unjudgeable/<reason>') and in /metrics",
     )
     rubric_sets: str | None = option(None, help="RubricSet jsonl: OpenRLHF labels[i] may then be a qid")
     max_model_len: int = option(2048, help="engine context length")
@@ -122,15 +130,19 @@ async def open_service(config: ServeConfig, base_urls: list[str], model: str, me
     from verifier.judge.judges import LLMJudge
     from verifier.serve.service import Limits, RewardService, load_rubric_sets
 
-    llm_config = LLMConfig(
-        base_urls=base_urls,
-        model=model,
+    llm_config = LLMConfig.for_endpoint(
+        base_urls,
+        model,
+        what="serve",
+        need="--model DIR or --engine-url",
         max_concurrency=config.max_concurrency,
         max_retries=config.engine_retries,
         timeout_s=config.engine_timeout_s,
         trace_path=config.trace_path,
     )
-    limits = Limits(config.max_items, config.max_rubrics, config.max_chars, config.max_queue)
+    limits = Limits(
+        config.max_items, config.max_rubrics, config.max_chars, config.max_queued_windows, config.queue_wait_s
+    )
     calibration = (
         Calibration.load(config.calibration) if config.calibration else find_calibration(config.model or None)
     )
@@ -166,7 +178,7 @@ def start_engine(config: ServeConfig):
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
     if not config.model:
-        raise ValueError("give --model DIR (the verifier to serve) or --engine-url of running engines")
+        raise ConfigError("give --model DIR (the verifier to serve) or --engine-url of running engines")
     engine_config = EngineConfig(
         model=config.model,
         port=config.engine_port,

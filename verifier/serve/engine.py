@@ -24,6 +24,7 @@ from typing import Literal
 import httpx
 
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CPU_BLOCK_SIZE = 32
 
 
-class EngineError(RuntimeError):
+class EngineError(RubricVerifierError, RuntimeError):
     """The engine died or never became ready; the message quotes the tail of its log."""
 
 
@@ -191,7 +192,7 @@ class VLLMEngine:
         if self.process is not None:
             return self
         if not self.config.model:
-            raise ValueError("EngineConfig.model is empty: give the model directory to serve")
+            raise ConfigError("EngineConfig.model is empty: give the model directory to serve")
         self._workdir = tempfile.TemporaryDirectory(prefix="rv-vllm-")
         workdir = Path(self._workdir.name)
         (workdir / "tmp").mkdir()

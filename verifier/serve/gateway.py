@@ -3,10 +3,14 @@
 Endpoints (contract in DESIGN.md, "The reward endpoint"):
   POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?,
                      return_probs?, soft_reward?, calibrated?}
-                    -> {results: [{labels, reward, error, reason, probs}]}
+                    -> {results: [{labels, reward, error, reason, stats, probs}]}
   POST /get_reward  OpenRLHF: {query, prompts, labels} -> {rewards, scores, extra_logs}
   GET  /health      gateway and engine status
   GET  /metrics     Prometheus text
+
+A JSON body is read whatever its Content-Type (``curl -d`` sends a form type). With a token, clients send
+``Authorization: Bearer <token>``, or ``?token=<token>`` in the URL for those that cannot set a header
+(OpenRLHF's ``--reward.remote_url``).
 """
 
 from __future__ import annotations
@@ -17,46 +21,30 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import httpx
 from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rubric_pipeline.core.records import Rubric
+from rubric_pipeline.core.records import RubricList
+from verifier.serve.openrlhf import openrlhf_rewards
 from verifier.serve.service import BadInput, Item, Metrics, ProbOptions, QueueFull, RewardService, TooLarge
 
+BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 AggregationName = Literal["weighted", "all", "vital", "strict_all", "strict_vital"]
-
-
-class RubricIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    rubric_id: str | None = None
-    text: str = Field(min_length=1)
-    importance: Literal["vital", "okay"] = "vital"
-    weight: float | None = Field(default=None, ge=0)
-
-
-RubricText = Annotated[str, Field(min_length=1)]
 
 
 class JudgeItemIn(BaseModel):
     question: str
     response: str
-    rubrics: list[RubricText | RubricIn]
+    rubrics: RubricList
 
     def to_item(self) -> Item:
-        rubrics = [
-            Rubric(rubric_id=f"r{i}", text=r)
-            if isinstance(r, str)
-            else Rubric(r.rubric_id or f"r{i}", r.text, r.importance, r.weight)
-            for i, r in enumerate(self.rubrics)
-        ]
-        return Item(self.question, self.response, rubrics)
+        return Item(self.question, self.response, list(self.rubrics))
 
 
 class JudgeRequest(BaseModel):
@@ -75,6 +63,7 @@ class ItemResultOut(BaseModel):
     reward: float | None
     error: str | None = None
     reason: str | None = None
+    stats: dict[str, float] = {}
     probs: list[dict[str, float]] | None = None
 
 
@@ -91,8 +80,8 @@ class OpenRLHFRequest(BaseModel):
 
 
 class OpenRLHFResponse(BaseModel):
-    rewards: list[float | None]
-    scores: list[float | None]
+    rewards: list[float]
+    scores: list[float]
     extra_logs: dict[str, list[float]]
 
 
@@ -129,7 +118,9 @@ def admit(request: Request) -> RewardService:
     token, max_body_bytes = request.app.state.token, request.app.state.max_body_bytes
     if token is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+        if scheme.lower() != "bearer":
+            given = request.query_params.get("token", "")
+        if not secrets.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_body_bytes:
@@ -138,6 +129,15 @@ def admit(request: Request) -> RewardService:
 
 
 AdmittedService = Annotated[RewardService, Depends(admit)]
+
+
+async def json_body(request: Request, model: type[BaseModelT]) -> BaseModelT:
+    """The body parsed as JSON into ``model`` whatever the Content-Type; errors are FastAPI's 422."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
 
 
 def create_app(
@@ -184,16 +184,18 @@ def create_app(
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.post("/v1/judge", response_model=JudgeResponse)
-    async def judge(body: JudgeRequest, service: AdmittedService) -> dict[str, Any]:
+    async def judge(request: Request, service: AdmittedService) -> dict[str, Any]:
+        body = await json_body(request, JudgeRequest)
         items = [item.to_item() for item in body.items]
         results = await service.judge_items(items, body.aggregation, body.options())
         return {"results": [result.to_dict() for result in results]}
 
     @app.post("/get_reward", response_model=OpenRLHFResponse)
-    async def get_reward(body: OpenRLHFRequest, service: AdmittedService) -> dict[str, Any]:
+    async def get_reward(request: Request, service: AdmittedService) -> dict[str, Any]:
+        body = await json_body(request, OpenRLHFRequest)
         if not body.query and not body.prompts and not body.labels:
             return {"rewards": [], "scores": [], "extra_logs": {}}  # OpenRLHF's idle ranks send empty lists
-        return await service.openrlhf_rewards(body.query, body.prompts, body.labels)
+        return await openrlhf_rewards(service, body.query, body.prompts, body.labels)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

@@ -3,14 +3,15 @@
 :class:`RewardService` takes items ``(question, response, rubrics)``, guards degenerate responses before
 any model call, sends every other item through one :class:`~verifier.judge.judges.Judge` (the served verifier:
 ``LLMJudge`` fans each item out into rubric windows sent concurrently), aggregates labels into a reward
-and turns every failure into ``reward=None`` with a reason. It also owns the bounded in-flight queue, the
-size limits and the Prometheus metrics, so the FastAPI layer only validates, routes and renders.
+and turns every failure into ``reward=None`` with a reason. It also owns admission (a bound on rubric
+windows queued, :mod:`verifier.serve.admission`), the size limits and the Prometheus metrics, so the FastAPI
+layer only validates, routes and renders. Each result carries the same numeric ``stats`` in every case
+(support rate, vital coverage, flags, latency), which RL frameworks stack across samples.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,9 +21,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from rubric_pipeline.core.records import Rubric, RubricSet, iter_jsonl
+from rubric_pipeline.core.records import RecordError, Rubric, RubricSet, iter_jsonl, parse_rubric_list
 from verifier.judge.guard import DEGENERATE
 from verifier.judge.judges import Judgement
+from verifier.serve.admission import QueueFull, WorkQueue, windows_of
+from verifier.serve.contract import STAT_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +37,10 @@ TIMEOUT = "timeout"
 ENGINE_ERROR = "engine_error"
 UNPARSABLE = "unparsable"
 UNSCORABLE = "unscorable"
-UNJUDGEABLE_REASONS = (NO_RUBRICS, TIMEOUT, ENGINE_ERROR, UNPARSABLE, UNSCORABLE)
-
-
-class QueueFull(RuntimeError):
-    """More requests in flight than the queue allows (HTTP 503)."""
+PROMPT_MISMATCH = "prompt_mismatch"
+OVERLOADED = "overloaded"
+UNJUDGEABLE_REASONS = (NO_RUBRICS, TIMEOUT, ENGINE_ERROR, UNPARSABLE, UNSCORABLE, PROMPT_MISMATCH, OVERLOADED)
+__all__ = ["STAT_KEYS", "QueueFull"]  # used here, defined with the queue / the wire contract
 
 
 class TooLarge(ValueError):
@@ -58,7 +60,8 @@ class Limits:
     max_items: int = 256
     max_rubrics: int = 256
     max_chars: int = 60_000
-    max_queue: int = 512
+    max_queued_windows: int = 32_768
+    queue_wait_s: float = 50.0
 
 
 @dataclass
@@ -89,6 +92,7 @@ class ItemResult:
     reward: float | None
     error: str | None = None
     reason: str | None = None
+    stats: dict[str, float] = field(default_factory=dict)
     probs: list[dict[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,8 +101,32 @@ class ItemResult:
             "reward": self.reward,
             "error": self.error,
             "reason": self.reason,
+            "stats": self.stats,
             "probs": self.probs,
         }
+
+
+def item_stats(result: ItemResult, rubrics: Sequence[Rubric], latency_s: float) -> dict[str, float]:
+    """``support_rate`` (share of rubrics labelled support), ``vital_coverage`` (nuggetizer's vital score,
+    partial = 0.5), ``n_rubrics``, the ``judged`` / ``unjudgeable`` / ``degenerate`` flags (exactly one is
+    1.0) and ``latency_s``. Without labels (degenerate, unjudgeable) or without a vital rubric the rates
+    read 0.0: the flags and ``n_rubrics`` say which case it was."""
+    from verifier.judge.reward import score
+
+    labels = result.labels
+    support = score(labels, rubrics, "strict_all").value if labels else None
+    vital = score(labels, rubrics, "vital").value if labels else None
+    degenerate = result.reason == DEGENERATE
+    unjudgeable = result.reward is None
+    return {
+        "support_rate": support or 0.0,
+        "vital_coverage": vital or 0.0,
+        "n_rubrics": float(len(rubrics)),
+        "judged": float(not degenerate and not unjudgeable),
+        "unjudgeable": float(unjudgeable),
+        "degenerate": float(degenerate),
+        "latency_s": round(latency_s, 6),
+    }
 
 
 @dataclass
@@ -127,31 +155,18 @@ class Metrics:
             "rv_engine_errors", "engine failures (errors and timeouts)", ["kind"], registry=r
         )
         self.inflight = Gauge("rv_inflight_requests", "requests queued or being judged", registry=r)
+        self.queued_windows = Gauge(
+            "rv_queued_windows", "rubric windows admitted, not yet answered", registry=r
+        )
         self.rejected = Counter("rv_rejected", "requests refused before judging", ["reason"], registry=r)
 
 
 def parse_rubrics(value: Any, where: tuple[str | int, ...]) -> list[Rubric]:
     """Rubrics from a list of strings / rubric dicts, or a JSON string of one (OpenRLHF ``labels[i]``)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise BadInput(where, f"expected a JSON list of rubrics ({exc.msg})") from None
-    if isinstance(value, dict) and "rubrics" in value:
-        value = value["rubrics"]
-    if not isinstance(value, list):
-        raise BadInput(where, f"expected a list of rubrics, got {type(value).__name__}")
-    rubrics = []
-    for index, entry in enumerate(value):
-        if not isinstance(entry, str | dict) or (
-            isinstance(entry, dict) and not isinstance(entry.get("text"), str)
-        ):
-            raise BadInput((*where, index), "a rubric is a string or an object with a string 'text'")
-        try:
-            rubrics.append(Rubric.from_dict(entry, index))
-        except (ValueError, TypeError) as exc:
-            raise BadInput((*where, index), str(exc)) from None
-    return rubrics
+    try:
+        return parse_rubric_list(value)
+    except RecordError as exc:
+        raise BadInput(where, str(exc)) from None
 
 
 def load_rubric_sets(path: str | None) -> dict[str, RubricSet]:
@@ -159,11 +174,6 @@ def load_rubric_sets(path: str | None) -> dict[str, RubricSet]:
     if not path:
         return {}
     return {record["qid"]: RubricSet.from_dict(record) for _, record in iter_jsonl(path)}
-
-
-def response_from_query(query: str, prompt: str) -> str:
-    """OpenRLHF sends prompt + response as ``query``; the response is what follows the prompt."""
-    return query[len(prompt) :] if prompt and query.startswith(prompt) else query
 
 
 class RewardService:
@@ -179,27 +189,30 @@ class RewardService:
         rubric_sets: dict[str, RubricSet] | None = None,
         metrics: Metrics | None = None,
         first_window: int | None = None,
-        unjudgeable_reward: float | None = None,
+        unjudgeable_reward: float = 0.0,
         calibration: Any = None,
     ):
         """``first_window=W``: an item with more than W rubrics is judged in two steps, its first W rubrics
         alone and then the rest (concurrently, inside the judge), so that the later windows find the
         prefix they share with the first (instructions, question, response) cached even on an engine that
         caches blocks only once computed (vLLM caches them when scheduled, so it gains nothing there).
-        ``unjudgeable_reward``: what ``/get_reward`` answers in place of ``null`` (OpenRLHF batches rewards
-        into a float tensor); the sample stays flagged in ``extra_logs`` and counted as unjudgeable.
+        ``unjudgeable_reward``: what ``/get_reward`` answers for an unjudgeable sample (OpenRLHF batches
+        rewards into a float tensor, so never ``null``); the sample stays flagged in ``extra_logs`` and
+        counted as unjudgeable. ``/v1/judge`` answers ``reward: null`` whatever this is.
         ``calibration``: the :class:`~verifier.judge.calibration.Calibration` that ``calibrated`` uses."""
         from verifier.judge.reward import Aggregation
 
         self.judge = judge
         self.first_window = first_window
-        self.unjudgeable_reward = unjudgeable_reward
+        self.unjudgeable_reward = float(unjudgeable_reward)
         self.calibration = calibration
         self.aggregation = Aggregation(aggregation).value
         self.limits = limits or Limits()
         self.item_timeout_s = item_timeout_s
         self.rubric_sets = rubric_sets or {}
         self.metrics = metrics or Metrics()
+        self.window = int(getattr(judge, "window", 0) or 10)
+        self.queue = WorkQueue(self.limits.max_queued_windows)
         self._inflight = 0
 
     @property
@@ -225,18 +238,24 @@ class RewardService:
                 raise TooLarge(f"items[{index}] has {chars} characters; the limit is {limits.max_chars}")
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Admit one request or raise :class:`QueueFull`; the queue bounds memory and latency under load."""
-        if self._inflight >= self.limits.max_queue:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise QueueFull(f"{self._inflight} requests in flight; the queue holds {self.limits.max_queue}")
-        self._inflight += 1
-        self.metrics.inflight.inc()
+    async def slot(self, items: Sequence[Item] = (), wait_s: float | None = None) -> AsyncIterator[None]:
+        """Admit one request's windows, or raise :class:`QueueFull` (at once, or after ``wait_s``)."""
+        windows = sum(windows_of(len(item.rubrics), self.window) for item in items) or 1
         try:
-            yield
+            async with self.queue.admit(windows, wait_s=wait_s):
+                self._inflight += 1
+                self.metrics.inflight.inc()
+                self.metrics.queued_windows.set(self.queue.used)
+                try:
+                    yield
+                finally:
+                    self._inflight -= 1
+                    self.metrics.inflight.dec()
+        except QueueFull:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise
         finally:
-            self._inflight -= 1
-            self.metrics.inflight.dec()
+            self.metrics.queued_windows.set(self.queue.used)
 
     # ------------------------------------------------------------------ judging
 
@@ -251,13 +270,18 @@ class RewardService:
             )
 
     async def judge_items(
-        self, items: Sequence[Item], aggregation: str | None = None, options: ProbOptions | None = None
+        self,
+        items: Sequence[Item],
+        aggregation: str | None = None,
+        options: ProbOptions | None = None,
+        *,
+        wait_s: float | None = None,
     ) -> list[ItemResult]:
-        """Results in item order. Concurrency is bounded by the size limit here and by the client below."""
+        """Results in item order; ``wait_s`` waits that long for room in the queue instead of refusing."""
         options = options or ProbOptions()
         self.check_size(items)
         self.check_options(options)
-        async with self.slot():
+        async with self.slot(items, wait_s):
             return list(
                 await asyncio.gather(*(self.judge_item(item, aggregation, options) for item in items))
             )
@@ -265,12 +289,17 @@ class RewardService:
     async def judge_item(
         self, item: Item, aggregation: str | None = None, options: ProbOptions | None = None
     ) -> ItemResult:
+        started = time.perf_counter()
+        result = await self._judge_item(item, aggregation, started, options or ProbOptions())
+        result.stats = item_stats(result, item.rubrics, time.perf_counter() - started)
+        return result
+
+    async def _judge_item(
+        self, item: Item, aggregation: str | None, started: float, options: ProbOptions
+    ) -> ItemResult:
         from verifier.judge.guard import is_degenerate
         from verifier.judge.reward import score, score_expected
 
-        options = options or ProbOptions()
-
-        started = time.perf_counter()
         try:
             if is_degenerate(item.response):  # before any model call: openers and punctuation score 0
                 return self._count(ItemResult(labels=None, reward=0.0, reason=DEGENERATE))
@@ -333,52 +362,14 @@ class RewardService:
             self.metrics.rubric_judgements.inc(len(result.labels or ()))
         return result
 
-    # ------------------------------------------------------------------ OpenRLHF
-
-    def openrlhf_items(self, query: list[str], prompts: list[str], labels: list[Any]) -> list[Item]:
-        """Build items from OpenRLHF's ``{query, prompts, labels}``; ``labels[i]`` holds rubrics or a qid."""
-        if not len(query) == len(prompts) == len(labels):
-            raise BadInput(
-                ("body",),
-                f"query, prompts, labels differ in length: {len(query)}, {len(prompts)}, {len(labels)}",
-            )
-        items = []
-        for index, (text, prompt, label) in enumerate(zip(query, prompts, labels, strict=True)):
-            response = response_from_query(text, prompt)
-            if isinstance(label, str) and label in self.rubric_sets:
-                rubric_set = self.rubric_sets[label]
-                items.append(Item(rubric_set.question, response, rubric_set.rubrics))
-                continue
-            items.append(Item(prompt, response, parse_rubrics(label, ("body", "labels", index))))
-        return items
-
-    async def openrlhf_rewards(
-        self, query: list[str], prompts: list[str], labels: list[Any]
-    ) -> dict[str, Any]:
-        """OpenRLHF's response. An unjudgeable sample's reward is ``null``, or ``unjudgeable_reward`` when
-        set; either way ``extra_logs`` flags it (``unjudgeable=1``, ``judged=0`` and one
-        ``unjudgeable/<reason>`` key per reason, all numeric so OpenRLHF can average them)."""
-        results = await self.judge_items(self.openrlhf_items(query, prompts, labels))
-        unjudgeable = [r.reward is None for r in results]
-        fallback = self.unjudgeable_reward
-        rewards = [
-            fallback if missing and fallback is not None else r.reward
-            for r, missing in zip(results, unjudgeable, strict=True)
-        ]
-        extra_logs = {
-            "judged": [
-                0.0 if missing or r.reason == DEGENERATE else 1.0
-                for r, missing in zip(results, unjudgeable, strict=True)
-            ],
-            "degenerate": [1.0 if r.reason == DEGENERATE else 0.0 for r in results],
-            "unjudgeable": [float(missing) for missing in unjudgeable],
-        }
-        for reason in UNJUDGEABLE_REASONS:  # a fixed key set: every response has the same keys
-            extra_logs[f"unjudgeable/{reason}"] = [
-                1.0 if missing and (r.reason or UNPARSABLE) == reason else 0.0
-                for r, missing in zip(results, unjudgeable, strict=True)
-            ]
-        return {"rewards": rewards, "scores": rewards, "extra_logs": extra_logs}
+    def unjudgeable(self, items: Sequence[Item], reason: str, message: str) -> list[ItemResult]:
+        """Results for items the service will not judge (e.g. no room in time), counted and with stats."""
+        results = []
+        for item in items:
+            result = self._count(ItemResult(None, None, message, reason))
+            result.stats = item_stats(result, item.rubrics, 0.0)
+            results.append(result)
+        return results
 
 
 def classify_error(error: str | None) -> str:

@@ -85,7 +85,8 @@ class CompletionOnlySFTTrainer(SFTTrainer):
 
     ``completion_only_logits=False`` keeps TRL's own path (the reference for the loss-equality test).
     Several processes (DDP/FSDP/DeepSpeed) also keep TRL's path: they need the forward to go through the
-    wrapped model, and on GPU TRL's Triton fused head already scores the labelled positions only.
+    wrapped model, and on GPU TRL's Triton fused head already scores the labelled positions only. On our
+    path the metrics TRL logs (entropy, token accuracy, token count) are kept here and added in ``log``.
     """
 
     def __init__(self, *args: Any, completion_only_logits: bool = True, **kwargs: Any) -> None:
@@ -94,6 +95,8 @@ class CompletionOnlySFTTrainer(SFTTrainer):
         if completion_only_logits and self.accelerator.num_processes > 1:
             logger.warning("completion_only_logits is single-process only; using TRL's fused LM head instead")
             self.completion_only_logits = False
+        self.completion_metrics: dict[str, dict[str, list[float]]] = {"train": {}, "eval": {}}
+        self.completion_train_tokens = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.completion_only_logits or return_outputs or self.args.loss_type != "nll":
@@ -105,11 +108,22 @@ class CompletionOnlySFTTrainer(SFTTrainer):
             loss = loss * self.accelerator.num_processes
         # The same metrics TRL's compute_loss logs, from the logits we already have
         num_valid = int(result.num_tokens)
-        self._metrics[mode]["entropy"].append(float(result.entropy_sum) / num_valid if num_valid else 0.0)
-        self._metrics[mode]["mean_token_accuracy"].append(
+        metrics = self.completion_metrics[mode]
+        metrics.setdefault("entropy", []).append(float(result.entropy_sum) / num_valid if num_valid else 0.0)
+        metrics.setdefault("mean_token_accuracy", []).append(
             float(result.num_correct) / num_valid if num_valid else 0.0
         )
         if mode == "train" and "attention_mask" in inputs:
-            self._total_train_tokens += int(inputs["attention_mask"].sum())
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            self.completion_train_tokens += int(inputs["attention_mask"].sum())
+        metrics["num_tokens"] = [float(self.completion_train_tokens)]
         return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add this path's metrics (averaged since the last log), then log as TRL does."""
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""
+        for key, values in self.completion_metrics[mode].items():
+            if values:
+                logs[prefix + key] = sum(values) / len(values)
+        self.completion_metrics[mode] = {}
+        super().log(logs, start_time)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import AUGMENT_PREFIX, LabelledExample
 
 logger = logging.getLogger(__name__)
@@ -131,14 +132,14 @@ def mix_augmentation(
 def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) -> list[Window]:
     """Cut each example's rubrics into windows of sampled size; each window samples its output format."""
     if not 1 <= options.window_min <= options.window_max:
-        raise ValueError(
+        raise ConfigError(
             f"need 1 <= window_min <= window_max, got {options.window_min}..{options.window_max}"
         )
     from verifier.judge.prompt import OUTPUT_FORMATS
 
     unknown = sorted(set(options.output_formats) - set(OUTPUT_FORMATS))
     if unknown or not options.output_formats:
-        raise ValueError(f"unknown output formats {unknown}; known: {list(OUTPUT_FORMATS)}")
+        raise ConfigError(f"unknown output formats {unknown}; known: {list(OUTPUT_FORMATS)}")
     rng = random.Random(options.seed)
     windows: list[Window] = []
     for example in examples:
@@ -198,7 +199,7 @@ def build_splits(
         train_examples = list(examples)
         overlap = {e.qid for e in train_examples} & {e.qid for e in eval_examples}
         if overlap:
-            raise ValueError(f"eval set shares questions with train: {sorted(overlap)[:5]}")
+            raise ConfigError(f"eval set shares questions with train: {sorted(overlap)[:5]}")
     train_examples = mix_augmentation(train_examples, augment_rate, options.seed)
     # Eval measures agreement on real responses: augmented ones are judged by the master-key metric
     eval_plain = [e for e in eval_examples if not is_augmented(e)]
@@ -222,5 +223,5 @@ def to_dataset(rows: list[dict[str, Any]]):
     from datasets import Dataset
 
     if not rows:
-        raise ValueError("no training rows: check the labelled data and the window settings")
+        raise ConfigError("no training rows: check the labelled data and the window settings")
     return Dataset.from_list(rows)

@@ -1,9 +1,10 @@
 """Stage 2: GRPO (TRL ``GRPOTrainer``) from the stage 1 model, rewarded against the teacher labels.
 
-The reward is Search-Gen-V's verifiable reward, :func:`verifier.judge.reward.rl_reward`: 0.35 macro-F1 +
-0.35 exact match + 0.2 reasoning tag + 0.1 output-format compliance, 0 when the label count is wrong.
-The GRPO dataset rows carry the teacher labels and the requested format as columns, which TRL passes to
-the reward function by name.
+The reward is Search-Gen-V's verifiable reward, :func:`verifier.train.rl_reward.rl_reward`: 0.35 label F1
++ 0.35 exact match + 0.2 reasoning-tag credit + 0.1 output-format compliance, 0 on a wrong label count or a
+zero F1. The GRPO dataset rows carry the teacher labels and the requested format as columns, which TRL
+passes to the reward function by name. ``dynamic_sampling`` adds DAPO's filter of groups without reward
+spread (:mod:`verifier.train.dynamic_sampling`); the entropy bonus is TRL's own ``entropy_coef``.
 """
 
 from __future__ import annotations
@@ -11,37 +12,54 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from trl import GRPOConfig
 
 from rubric_pipeline.core.config import option
 from verifier.train.rl_reward import rl_reward
-from verifier.train.stage import StageConfig, StageResult, prepare_stage, train_and_save
+from verifier.train.stage import (
+    StageConfig,
+    StageOptions,
+    StageResult,
+    StageSpec,
+    build_stage_config,
+    prepare_stage,
+    train_and_save,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RLStageConfig(StageConfig):
-    """Stage 2 settings; each field is a `train rl` flag and a key of a recipe's `rl` section."""
+class RLOptions(StageOptions):
+    """Stage 2's own fields (beside TRL's ``ModelConfig`` and ``GRPOConfig``)."""
 
-    model: str = option("", help="stage 1 model directory (merged)")
     data: str = option("", help="labelled examples JSONL (teacher labels are the reward's reference)")
-    output_dir: str = option("runs/rl", help="checkpoints, logs and the merged model (`merged/`) go here")
-    use_lora: bool = option(False, help="train a LoRA adapter (PEFT) instead of all weights")
-    learning_rate: float = option(1e-6, help="peak learning rate")
-    logging_steps: int = option(1, help="log every N steps")
-    num_generations: int = option(4, help="completions sampled per prompt (the GRPO group)")
-    generation_batch_size: int | None = option(
-        None, help="completions per generation round (default: global batch x accumulation steps)"
+    dynamic_sampling: bool = option(
+        False, help="DAPO's filter: leave groups without reward spread out of the loss (no refill)"
     )
-    max_completion_length: int = option(64, help="tokens generated per completion")
-    temperature: float = option(1.0, help="sampling temperature")
-    beta: float = option(0.0, help="KL coefficient (0: no reference model)")
-    epsilon: float = option(0.2, help="lower clip range")
-    epsilon_high: float | None = option(0.28, help="upper clip range (DAPO clip-higher)")
-    loss_type: str = option("dapo", help="GRPO loss normalisation (TRL loss_type)")
-    use_vllm: bool = option(False, help="generate with vLLM (GPU)")
-    vllm_mode: str = option("colocate", help="vLLM mode: colocate or server")
+
+
+RL = StageSpec(
+    name="rl",
+    options=RLOptions,
+    training=GRPOConfig,
+    defaults={
+        "output_dir": "runs/rl",
+        "use_peft": False,
+        "logging_steps": 1,
+        "num_generations": 4,
+        "max_completion_length": 64,
+        "epsilon_high": 0.28,  # DAPO clip-higher (TRL: epsilon)
+    },
+)
+
+
+def rl_config(recipe: str | Path | dict[str, Any] | None = None, **overrides: Any) -> StageConfig:
+    """Stage 2's config: toolkit defaults, the recipe's ``rl`` section, then ``overrides`` (any field)."""
+    return build_stage_config(RL, recipe, overrides)
 
 
 def completion_text(completion: Any) -> str:
@@ -81,48 +99,27 @@ class LabelReward:
         return rewards
 
 
-def trl_grpo_config(config: RLStageConfig):
-    """Our stage config -> TRL ``GRPOConfig``."""
-    from trl import GRPOConfig
-
-    kwargs: dict[str, Any] = config.trainer_kwargs() | {
-        "num_generations": config.num_generations,
-        # None: TRL derives it (batch x processes x accumulation) and checks it divides by num_generations
-        "generation_batch_size": config.generation_batch_size,
-        "max_completion_length": config.max_completion_length,
-        "temperature": config.temperature,
-        "beta": config.beta,
-        "epsilon": config.epsilon,
-        "epsilon_high": config.epsilon_high,
-        "loss_type": config.loss_type,
-        "use_vllm": config.use_vllm,
-        "vllm_mode": config.vllm_mode,
-    }
-    kwargs.update(config.trl_args)
-    return GRPOConfig(**kwargs)
-
-
-def run_rl(config: RLStageConfig, splits=None) -> StageResult:
+def run_rl(config: StageConfig, splits=None) -> StageResult:
     """Train stage 2 and return where the merged model is."""
-    from trl import GRPOTrainer
-
     from verifier.train.data import to_dataset
+    from verifier.train.dynamic_sampling import DynamicSamplingGRPOTrainer
 
     splits, model, tokenizer = prepare_stage(config, "rl", splits)
-    trainer = GRPOTrainer(
+    trainer = DynamicSamplingGRPOTrainer(
         model=model,
         reward_funcs=[LabelReward()],
-        args=trl_grpo_config(config),
+        args=config.training,
         train_dataset=to_dataset([window.grpo_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=config.peft_config(),
+        dynamic_sampling=config.options.dynamic_sampling,
     )
     model_dir, seconds = train_and_save(trainer, tokenizer, config)
     history = list(trainer.state.log_history)
     rewards = [entry["reward"] for entry in history if "reward" in entry]
     logger.info("GRPO done: %d steps, mean reward by log step %s", trainer.state.global_step, rewards)
     return StageResult(
-        output_dir=config.output_dir,
+        output_dir=config.training.output_dir,
         model_dir=str(model_dir),
         global_step=trainer.state.global_step,
         steps_run=trainer.state.global_step,

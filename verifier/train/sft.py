@@ -14,35 +14,61 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trl import SFTConfig
+
 from rubric_pipeline.core.config import option
+from rubric_pipeline.core.errors import ConfigError
 from verifier.train.data import Window
-from verifier.train.stage import StageConfig, StageResult, prepare_stage, train_and_save
+from verifier.train.stage import (
+    StageConfig,
+    StageOptions,
+    StageResult,
+    StageSpec,
+    build_stage_config,
+    prepare_stage,
+    train_and_save,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SFTStageConfig(StageConfig):
-    """Stage 1 settings; each field is a `train sft` flag and a key of a recipe's `sft` section."""
+class SFTOptions(StageOptions):
+    """Stage 1's own fields (beside TRL's ``ModelConfig`` and ``SFTConfig``): data, windows, the eval."""
 
     data: str = option("", help="labelled examples JSONL (teacher/human labels, augment:* rows mixed in)")
-    output_dir: str = option("runs/sft", help="checkpoints, logs and the merged model (`merged/`) go here")
     augment_rate: float = option(0.0, help="augmented (augment:*) examples mixed in per plain example")
     max_eval_windows: int | None = option(32, help="cap on held-out prompts for the agreement eval")
     completion_only_logits: bool = option(True, help="compute logits/loss only at completion positions")
-    max_length: int | None = option(2048, help="truncate prompt+completion to this many tokens")
-    warmup_steps: float = option(0.0, help="warm-up steps (a value below 1 is a fraction of training)")
-    lr_scheduler_type: str = option("linear", help="learning-rate schedule")
-    weight_decay: float = option(0.0, help="AdamW weight decay")
-    save_total_limit: int | None = option(2, help="checkpoints kept")
-    eval_steps: int = option(0, help="label-agreement eval every N steps (0: only at the end)")
     eval_mode: Literal["generate", "teacher_forced"] = option(
         "generate",
-        help="generate: greedy label lists (slow on CPU); teacher_forced: one forward pass per prompt, "
-        "each label read from the logits after the gold labels before it",
+        help="held-out agreement every `eval_steps` (TRL's field; unset: at the end only). generate: greedy "
+        "label lists (slow on CPU); teacher_forced: one forward pass per prompt, each label read from the "
+        "logits after the gold labels before it",
     )
     eval_max_new_tokens: int = option(64, help="tokens generated per eval prompt")
-    eval_batch_size: int = option(8, help="prompts generated together in the agreement eval")
+
+
+SFT = StageSpec(
+    name="sft",
+    options=SFTOptions,
+    training=SFTConfig,
+    defaults={
+        "output_dir": "runs/sft",
+        "use_peft": True,
+        "learning_rate": 2e-4,
+        "logging_steps": 5,
+        "max_length": 2048,
+        "save_total_limit": 2,
+        "completion_only_loss": True,
+        "disable_tqdm": False,
+    },
+)
+
+
+def sft_config(recipe: str | Path | dict[str, Any] | None = None, **overrides: Any) -> StageConfig:
+    """Stage 1's config: toolkit defaults, the recipe's ``sft`` section, then ``overrides`` (any field)."""
+    return build_stage_config(SFT, recipe, overrides)
 
 
 def _stop_token_ids(tokenizer) -> list[int]:
@@ -130,7 +156,7 @@ def _first_label_tokens(tokenizer, labels: list[str]) -> dict[str, dict[str, int
     }
     for prefix, ids in first.items():
         if len(set(ids.values())) != len(labels):
-            raise ValueError(f"labels share a first token after {prefix!r}: {ids}; use eval_mode generate")
+            raise ConfigError(f"labels share a first token after {prefix!r}: {ids}; use eval_mode generate")
     return first
 
 
@@ -202,8 +228,11 @@ def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> di
     }
 
 
-def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig, log_path: Path):
+def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, log_path: Path):
     from transformers import TrainerCallback
+
+    options, every = config.options, int(config.training.eval_steps or 0)
+    batch_size = config.training.per_device_eval_batch_size
 
     class AgreementCallback(TrainerCallback):
         """Label agreement on held-out questions every ``eval_steps`` and at the end of training."""
@@ -213,12 +242,10 @@ def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig
             self.steps_run = 0
 
         def _evaluate(self, state, model) -> None:
-            if config.eval_mode == "teacher_forced":
+            if options.eval_mode == "teacher_forced":
                 metrics = teacher_forced_label_accuracy(model, tokenizer, windows)
             else:
-                metrics = label_agreement(
-                    model, tokenizer, windows, config.eval_max_new_tokens, config.eval_batch_size
-                )
+                metrics = label_agreement(model, tokenizer, windows, options.eval_max_new_tokens, batch_size)
             metrics["step"] = state.global_step
             self.last = metrics
             state.log_history.append(
@@ -229,12 +256,12 @@ def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig
             logger.info("held-out label agreement at step %d: %s", state.global_step, metrics)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if config.eval_steps and windows and state.global_step == 0:  # the starting point
+            if every and windows and state.global_step == 0:  # the starting point
                 self._evaluate(state, model)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             self.steps_run += 1
-            if config.eval_steps and windows and state.global_step % config.eval_steps == 0:
+            if every and windows and state.global_step % every == 0:
                 self._evaluate(state, model)
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
@@ -244,46 +271,29 @@ def _agreement_callback(windows: list[Window], tokenizer, config: SFTStageConfig
     return AgreementCallback()
 
 
-def trl_sft_config(config: SFTStageConfig):
-    """Our stage config -> TRL ``SFTConfig``."""
-    from trl import SFTConfig
-
-    kwargs: dict[str, Any] = config.trainer_kwargs() | {
-        "max_length": config.max_length,
-        "warmup_steps": config.warmup_steps,
-        "lr_scheduler_type": config.lr_scheduler_type,
-        "weight_decay": config.weight_decay,
-        "completion_only_loss": True,
-        "save_total_limit": config.save_total_limit,
-        "eval_strategy": "no",
-        "disable_tqdm": False,
-    }
-    kwargs.update(config.trl_args)
-    return SFTConfig(**kwargs)
-
-
-def run_sft(config: SFTStageConfig, splits=None, callbacks: tuple = ()) -> StageResult:
+def run_sft(config: StageConfig, splits=None, callbacks: tuple = ()) -> StageResult:
     """Train stage 1 (on ``splits`` if given, else on ``config.data``) and return where the model is."""
     from verifier.train.completion_lm import CompletionOnlySFTTrainer
     from verifier.train.data import to_dataset
 
+    options = config.options
     splits, model, tokenizer = prepare_stage(
-        config, "sft", splits, augment_rate=config.augment_rate, max_eval_windows=config.max_eval_windows
+        config, "sft", splits, augment_rate=options.augment_rate, max_eval_windows=options.max_eval_windows
     )
-    log_path = Path(config.output_dir) / "agreement.jsonl"
+    log_path = Path(config.training.output_dir) / "agreement.jsonl"
     callback = _agreement_callback(splits.eval, tokenizer, config, log_path)
     trainer = CompletionOnlySFTTrainer(
         model=model,
-        args=trl_sft_config(config),
+        args=config.training,
         train_dataset=to_dataset([window.sft_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=config.peft_config(),
         callbacks=[callback, *callbacks],
-        completion_only_logits=config.completion_only_logits,
+        completion_only_logits=options.completion_only_logits,
     )
     model_dir, seconds = train_and_save(trainer, tokenizer, config)
     return StageResult(
-        output_dir=config.output_dir,
+        output_dir=config.training.output_dir,
         model_dir=str(model_dir),
         global_step=trainer.state.global_step,
         steps_run=callback.steps_run,

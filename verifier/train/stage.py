@@ -1,33 +1,45 @@
-"""What the two training stages share: the common config fields, model loading, data, saving.
+"""What the two training stages share: the composed config, model loading, data, saving.
 
-``SFTStageConfig`` (stage 1) and ``RLStageConfig`` (stage 2) extend :class:`StageConfig`; each field is a
-flag of `train sft` / `train rl` and a key of the recipe section. A stage run is: :func:`prepare_stage`
-(threads, data, output dir, seed), the TRL trainer, then :func:`finish_stage` (save, merge, result).
+A stage's config is three dataclasses: the toolkit's own options (data, windows, evaluation:
+:class:`StageOptions` and the stage's subclass), TRL's :class:`~trl.ModelConfig` (model, dtype, PEFT/LoRA)
+and TRL's trainer config (``SFTConfig`` or ``GRPOConfig``). A recipe section is one flat mapping whose keys
+are the fields of any of the three, as in TRL's own YAML configs; every field is also a flag (TRL's
+``HfArgumentParser``). Precedence: dataclass default < the stage's toolkit defaults < recipe < flag.
+A stage run is: :func:`prepare_stage` (threads, data, output dir, seed, model), the TRL trainer, then
+:func:`train_and_save` (save, merge).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import difflib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, TypeVar
 
-from rubric_pipeline.core.config import option
+from transformers import HfArgumentParser
+from trl import ModelConfig
+
+from rubric_pipeline.core.config import load_recipe, option
+from rubric_pipeline.core.errors import ConfigError
 from verifier.train.data import WindowOptions
 
 logger = logging.getLogger(__name__)
 
+O = TypeVar("O", bound="StageOptions")  # noqa: E741
+A = TypeVar("A")
+
 
 @dataclass
-class StageConfig:
-    """Fields common to both stages (a stage's own defaults override some of them)."""
+class StageOptions:
+    """The toolkit's own fields, common to both stages (TRL's configs hold everything else)."""
 
-    model: str = option("", help="model directory to start from (or hub id when online)")
     data: str = option("", help="labelled examples JSONL (teacher/human labels)")
     eval_data: str | None = option(None, help="held-out labelled JSONL; default: split `data` by question")
-    output_dir: str = option("runs/stage", help="checkpoints, logs and the merged model (`merged/`) go here")
     eval_fraction: float = option(0.2, help="fraction of questions held out when eval_data is unset")
     window_min: int = option(1, help="smallest rubric window per prompt")
     window_max: int = option(10, help="largest rubric window per prompt")
@@ -36,66 +48,112 @@ class StageConfig:
     )
     reasoning_rate: float = option(0.0, help="fraction of prompts that ask for a <reasoning> block first")
     max_train_windows: int | None = option(None, help="cap on training prompts (after windowing)")
-    dtype: Literal["auto", "float32", "bfloat16"] = option(
-        "auto", help="weights dtype (auto: the checkpoint's)"
-    )
-    use_lora: bool = option(True, help="train a LoRA adapter (PEFT) instead of all weights")
-    lora_r: int = option(16, help="LoRA rank")
-    lora_alpha: int = option(32, help="LoRA alpha")
-    lora_dropout: float = option(0.0, help="LoRA dropout")
-    lora_target_modules: str = option("all-linear", help="modules LoRA adapts (PEFT syntax)")
-    learning_rate: float = option(2e-4, help="peak learning rate")
-    num_train_epochs: float = option(1.0, help="epochs over the training prompts")
-    max_steps: int = option(-1, help="stop after this many optimizer steps (-1: use epochs)")
-    per_device_train_batch_size: int = option(4, help="prompts per device per step")
-    gradient_accumulation_steps: int = option(1, help="micro-batches per optimizer step")
-    gradient_checkpointing: bool = option(
-        False, help="trade compute for memory (off: faster on small models)"
-    )
-    bf16: bool | None = option(None, help="bf16 mixed precision (default: on with CUDA, off on CPU)")
-    logging_steps: int = option(5, help="log every N steps")
-    save_steps: int = option(0, help="checkpoint every N steps (0: no intermediate checkpoints)")
-    resume_from_checkpoint: str | None = option(None, help="checkpoint dir, or 'latest' in output_dir")
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
-    seed: int = option(0, help="seed for windows, split and training")
-    trl_args: dict[str, Any] = option(
-        {}, help="extra TRL trainer config fields (recipe only), e.g. deepspeed"
+
+
+@dataclass
+class ModelArgs(ModelConfig):
+    """TRL's ``ModelConfig``; ``--model`` is short for ``--model_name_or_path``."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "model directory to start from (or hub id)", "aliases": ["--model"]}
     )
 
+
+# Where the toolkit's defaults differ from TRL's, for both stages (each stage adds its own)
+COMMON_DEFAULTS: dict[str, Any] = {
+    "dtype": "auto",  # the checkpoint's dtype (TRL: float32)
+    "lora_target_modules": "all-linear",
+    "lora_dropout": 0.0,
+    "activation_checkpointing": False,  # faster on small models; recipes for big ones turn it on
+    "report_to": "none",
+    "dataloader_num_workers": 0,
+    "per_device_train_batch_size": 4,
+}
+
+
+@dataclass
+class StageSpec(Generic[O]):
+    """One training stage: its options class, TRL trainer config class and toolkit defaults."""
+
+    name: str
+    options: type[O]
+    training: type
+    defaults: dict[str, Any]
+
+    def classes(self) -> list[type]:
+        return [self.options, ModelArgs, self.training]
+
+    def parser(self, **kwargs: Any) -> HfArgumentParser:
+        return HfArgumentParser(self.classes(), **kwargs)
+
+    def field_names(self) -> set[str]:
+        return {f.name for cls in self.classes() for f in dataclasses.fields(cls) if f.init}
+
+
+@dataclass
+class StageConfig(Generic[O, A]):
+    """A resolved stage config: the toolkit's options, TRL's model config, TRL's trainer config."""
+
+    options: O
+    model: ModelArgs
+    training: A
+
     def window_options(self) -> WindowOptions:
+        o = self.options
         return WindowOptions(
-            self.window_min, self.window_max, tuple(self.output_formats), self.reasoning_rate, True, self.seed
+            o.window_min, o.window_max, tuple(o.output_formats), o.reasoning_rate, True, self.training.seed
         )
 
-    def trainer_kwargs(self) -> dict[str, Any]:
-        """The TRL/transformers training arguments both stages set the same way."""
-        import torch
-
-        cuda = torch.cuda.is_available()
-        return {
-            "output_dir": self.output_dir,
-            "learning_rate": self.learning_rate,
-            "num_train_epochs": self.num_train_epochs,
-            "max_steps": self.max_steps,
-            "per_device_train_batch_size": self.per_device_train_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "activation_checkpointing": self.gradient_checkpointing,
-            "bf16": cuda if self.bf16 is None else self.bf16,
-            "use_cpu": not cuda,
-            "logging_steps": self.logging_steps,
-            "save_strategy": "steps" if self.save_steps > 0 else "no",
-            "save_steps": max(self.save_steps, 1),
-            "report_to": "none",
-            "seed": self.seed,
-            "dataloader_num_workers": 0,
-        }
-
     def peft_config(self):
-        """The LoRA config for PEFT, or None for full fine-tuning."""
-        if not self.use_lora:
-            return None
-        return lora_config(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+        """The LoRA config from the model config (TRL's ``get_peft_config``), or None for full weights."""
+        from trl import get_peft_config
+
+        return get_peft_config(self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        """One flat mapping, as a recipe section writes it."""
+        return dataclasses.asdict(self.options) | dataclasses.asdict(self.model) | self.training.to_dict()
+
+
+def _bf16_default() -> bool:
+    import torch
+
+    return torch.cuda.is_available()  # CPU autocast to bf16 is slow without native bf16 (AVX2 machines)
+
+
+def build_stage_config(
+    spec: StageSpec,
+    recipe: str | Path | dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> StageConfig:
+    """The stage config from the toolkit's defaults, a recipe's ``spec.name`` section, then ``overrides``."""
+    data = recipe if isinstance(recipe, dict) else load_recipe(recipe)
+    section = dict(data.get(spec.name) or {})
+    where = f"section {spec.name!r} of {recipe if not isinstance(recipe, dict) else 'the recipe'}"
+    known = spec.field_names()
+    for what, values in ((where, section), ("overrides", overrides or {})):
+        unknown = sorted(set(values) - known)
+        if unknown:
+            hints = {key: difflib.get_close_matches(key, known, n=2) for key in unknown}
+            raise ConfigError(
+                f"{what}: unknown option(s) {unknown} for stage {spec.name} "
+                f"(the toolkit's {spec.options.__name__}, TRL's ModelConfig or {spec.training.__name__}); "
+                f"close matches: {hints}"
+            )
+    values = {"bf16": _bf16_default()} | COMMON_DEFAULTS | spec.defaults | section | dict(overrides or {})
+    # As TRL's own parser does with a YAML config: the values become the parser's defaults, so a string from
+    # YAML (``1e-5``) is converted by the field's type exactly as the same flag would be
+    parser = spec.parser(exit_on_error=False)
+    parser.set_defaults(**values)
+    try:
+        options, model, training = parser.parse_args_into_dataclasses(args=[])
+    except argparse.ArgumentError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except ValueError as exc:  # TRL's / transformers' own checks (bf16 without a GPU, batch divisibility)
+        raise ConfigError(f"stage {spec.name}: {exc}") from None
+    return StageConfig(options=options, model=model, training=training)
 
 
 @dataclass
@@ -111,29 +169,33 @@ class StageResult:
     agreement: dict[str, float] | None = None
 
 
-def load_model_and_tokenizer(model_path: str, dtype: str = "auto"):
+def load_model_and_tokenizer(
+    model_path: str, dtype: str | None = "auto", model_args: ModelConfig | None = None
+):
+    """Tokenizer (pad token set) and causal LM, loaded as TRL's scripts do from a ``ModelConfig``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import get_quantization_config
 
-    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    kwargs: dict[str, Any] = {}
+    if model_args is not None:
+        dtype = model_args.dtype
+        kwargs = {"revision": model_args.model_revision}
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        quantization = get_quantization_config(model_args)
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization  # load_in_4bit / load_in_8bit (bitsandbytes)
+    torch_dtype = dtype if dtype in (None, "auto") else getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=kwargs.get("revision"))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype, **kwargs)
     return model, tokenizer
 
 
-def lora_config(r: int, alpha: int, dropout: float, target_modules: str):
-    from peft import LoraConfig
-
-    targets: str | list[str] = target_modules if target_modules == "all-linear" else target_modules.split(",")
-    return LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
-    )
-
-
 def prepare_stage(config: StageConfig, stage: str, splits=None, **split_options: Any):
-    """Threads, the training splits (from ``config.data`` unless given), output dir, seed, the model.
+    """Threads, the training splits (from ``options.data`` unless given), output dir, seed, the model.
 
     Returns ``(splits, model, tokenizer)``. ``split_options`` go to ``build_splits`` (augmentation rate,
     eval cap: what differs between the stages).
@@ -143,27 +205,28 @@ def prepare_stage(config: StageConfig, stage: str, splits=None, **split_options:
 
     from verifier.train.data import build_splits, read_labelled
 
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    if not config.model:
-        raise ValueError(f"{stage}: --model is required (a model directory)")
+    options, args = config.options, config.training
+    if options.num_threads:
+        torch.set_num_threads(options.num_threads)
+    if not config.model.model_name_or_path:
+        raise ConfigError(f"{stage}: --model is required (a model directory)")
     if splits is None:
-        if not config.data:
-            raise ValueError(f"{stage}: --data is required (a labelled JSONL file)")
-        eval_examples = read_labelled(config.eval_data) if config.eval_data else None
+        if not options.data:
+            raise ConfigError(f"{stage}: --data is required (a labelled JSONL file)")
+        eval_examples = read_labelled(options.eval_data) if options.eval_data else None
         splits = build_splits(
-            read_labelled(config.data),
+            read_labelled(options.data),
             config.window_options(),
             eval_examples=eval_examples,
-            eval_fraction=config.eval_fraction,
-            max_train_windows=config.max_train_windows,
+            eval_fraction=options.eval_fraction,
+            max_train_windows=options.max_train_windows,
             **split_options,
         )
-    output_dir = Path(config.output_dir)
+    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "stage_config.json").write_text(json.dumps(asdict(config), indent=2, default=str) + "\n")
-    set_seed(config.seed)  # before PEFT creates the adapter inside the trainer: same init for the same seed
-    model, tokenizer = load_model_and_tokenizer(config.model, config.dtype)
+    (output_dir / "stage_config.json").write_text(json.dumps(config.to_dict(), indent=2, default=str) + "\n")
+    set_seed(args.seed)  # before PEFT creates the adapter inside the trainer: same init for the same seed
+    model, tokenizer = load_model_and_tokenizer(config.model.model_name_or_path, model_args=config.model)
     return splits, model, tokenizer
 
 
@@ -181,12 +244,17 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 
 
 def train_and_save(trainer, tokenizer, config: StageConfig) -> tuple[Path, float]:
-    """Train (resuming if asked), then write the model; returns (model dir, training seconds)."""
+    """Train (resuming if asked: a checkpoint dir, or ``latest`` in output_dir), then write the log history
+    (``log_history.json``) and the model; returns (model dir, training seconds)."""
+    args = config.training
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resolve_resume(config.resume_from_checkpoint, config.output_dir))
+    trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
     seconds = time.perf_counter() - started
-    model_dir = Path(config.output_dir) / ("merged" if config.merge else "final")
-    save_stage_model(trainer, tokenizer, config.model, config.dtype, model_dir, config.merge)
+    if trainer.accelerator.is_main_process:  # losses, rewards, token counts and runtime, for scripts to read
+        history = json.dumps(trainer.state.log_history, indent=1, default=str)
+        (Path(args.output_dir) / "log_history.json").write_text(history + "\n")
+    model_dir = Path(args.output_dir) / ("merged" if config.options.merge else "final")
+    save_stage_model(trainer, tokenizer, config.model, model_dir, config.options.merge)
     return model_dir, seconds
 
 
@@ -202,7 +270,7 @@ def save_merged(model, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
-def save_stage_model(trainer, tokenizer, base_model: str, dtype: str, out_dir: Path, merge: bool) -> Path:
+def save_stage_model(trainer, tokenizer, model_args: ModelConfig, out_dir: Path, merge: bool) -> Path:
     """Write the trained model: merged plain weights (``merge``) or the adapter / full weights as trained.
 
     Under several processes (DeepSpeed ZeRO-3, FSDP) the weights are sharded: ``trainer.save_model``
@@ -223,7 +291,7 @@ def save_stage_model(trainer, tokenizer, base_model: str, dtype: str, out_dir: P
     if trainer.accelerator.is_main_process:
         from peft import PeftModel
 
-        base, _ = load_model_and_tokenizer(base_model, dtype)
+        base, _ = load_model_and_tokenizer(model_args.model_name_or_path, model_args=model_args)
         save_merged(PeftModel.from_pretrained(base, str(adapter_dir)), tokenizer, out_dir)
     trainer.accelerator.wait_for_everyone()
     return out_dir

@@ -272,3 +272,16 @@ async def test_server_killed_mid_run_raises_naming_url(tiny_model_dir: Path, tmp
     assert engine.base_url in str(error) and error.attempts == 4 and error.status is None, str(error)
     assert client.usage.failures == 16 and client.usage.requests == 1 and client.usage.retries == 16 * 3
     assert elapsed < 20, elapsed  # retries back off ~0.1+0.2+0.4 s (x0.5-1.5 jitter); nothing hangs
+
+
+def test_llm_config_for_endpoint_is_the_one_constructor_of_the_stages() -> None:
+    from rubric_pipeline.core.errors import ConfigError
+
+    one = LLMConfig.for_endpoint("http://127.0.0.1:8000/v1", "m", timeout_s=5.0, trace_path=None)
+    assert one == LLMConfig(base_urls=["http://127.0.0.1:8000/v1"], model="m", timeout_s=5.0)
+    many = LLMConfig.for_endpoint(("http://a/v1", "http://b/v1"), "m", max_retries=0)
+    assert many.base_urls == ["http://a/v1", "http://b/v1"] and many.max_retries == 0
+    with pytest.raises(ConfigError, match=r"^--judge llm needs --llm-url and --model$"):
+        LLMConfig.for_endpoint([], "m", what="--judge llm")
+    with pytest.raises(ConfigError, match="needs --gen-url"):
+        LLMConfig.for_endpoint(["http://a/v1"], "", need="--gen-url and --model")

@@ -72,3 +72,19 @@ def test_read_questions_errors_name_record_and_field(tmp_path):
     write_jsonl(path, [{"qid": 7, "query": " b? "}])
     assert read_questions(path) == [("7", "b?")]
     assert json.loads(path.read_text())["qid"] == 7
+
+
+def test_records_and_the_rl_adapters_import_without_the_training_stack():
+    """The RL-side adapters run in the trainer's environment: records (stdlib + pydantic) must not pull in
+    torch, datasets, numpy or transformers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rubric_pipeline.core.records, verifier.integrations.verl, verifier.integrations.trl; "
+        "heavy = {'torch', 'datasets', 'numpy', 'transformers'}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

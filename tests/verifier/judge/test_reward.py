@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from rubric_pipeline.core.records import Rubric
-from verifier.judge.prompt import format_labels
 from verifier.judge.guard import is_degenerate
+from verifier.judge.prompt import format_labels
 from verifier.judge.reward import Aggregation, RewardResult, aggregate, score
 from verifier.train.rl_reward import has_reasoning_block, macro_f1, rl_reward
 
@@ -82,8 +82,9 @@ def test_responses_with_content_are_not_degenerate(response):
 
 
 def test_macro_f1_hand_computed():
-    # support: tp1 fp1 fn0 -> 2/3 ; not_support: tp0 fp0 fn1 -> 0 ; partial absent from both
-    assert macro_f1(["support", "support"], ["support", "not_support"]) == pytest.approx(1 / 3)
+    # support: tp1 fp1 fn0 -> 2/3 ; not_support: tp0 fp0 fn1 -> 0 ; partial absent from both -> 1
+    # (Search-Gen-V's F1 over all three labels)
+    assert macro_f1(["support", "support"], ["support", "not_support"]) == pytest.approx(5 / 9)
     assert macro_f1(["support"], ["support"]) == 1.0
 
 

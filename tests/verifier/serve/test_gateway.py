@@ -18,7 +18,8 @@ import pytest
 from rubric_pipeline.core.records import LABELS, Rubric
 from verifier.serve.cli import ServeConfig, build_app
 from verifier.serve.gateway import BackgroundServer, create_app
-from verifier.serve.service import Limits, RewardService, response_from_query
+from verifier.serve.openrlhf import split_response
+from verifier.serve.service import Limits, RewardService
 
 QUESTION = "Which river flows through the city of Varn?"
 RESPONSE = "The Sella river flows through Varn and was first mapped in 1821 by the surveyor Ima Tork."
@@ -124,8 +125,13 @@ def test_get_reward_speaks_openrlhf(gateway):
 
 
 def test_response_is_the_query_minus_its_prompt():
-    assert response_from_query("PROMPT answer", "PROMPT ") == "answer"
-    assert response_from_query("answer only", "other prompt") == "answer only"
+    assert split_response("PROMPT answer", "PROMPT ") == "answer"
+    assert split_response("PROMPT answer<|im_end|>\n<|endoftext|>", "PROMPT ") == "answer"
+    long_prompt = "<|im_start|>user\nWhich river flows through Varn?<|im_end|>\n<|im_start|>assistant\n"
+    assert split_response(long_prompt[30:] + "The Sella.", long_prompt) == "The Sella."  # left-truncated
+    # neither the prompt nor an end of it starts the query: no answer is made up from prompt + answer
+    assert split_response("answer only", "other prompt") is None
+    assert split_response("t\nThe Sella.", long_prompt) is None  # a 2-character overlap is a coincidence
 
 
 @pytest.mark.vllm
@@ -170,7 +176,7 @@ async def service(vllm_server):
 
     async with LLMClient(LLMConfig([vllm_server.base_url], vllm_server.model_name)) as client:
         yield RewardService(
-            LLMJudge(client), limits=Limits(max_items=2, max_rubrics=3, max_chars=200, max_queue=1)
+            LLMJudge(client), limits=Limits(max_items=2, max_rubrics=3, max_chars=200, max_queued_windows=1)
         )
 
 
@@ -195,7 +201,7 @@ async def test_size_limits_answer_413_with_the_limit(service):
 async def test_full_queue_answers_503_then_recovers(service):
     item = {"question": "q", "response": "an answer", "rubrics": ["a"]}
     async with asgi_client(create_app(service)) as client:
-        async with service.slot():  # the one queue place is taken
+        async with service.slot():  # the one window place is taken
             busy = await client.post("/v1/judge", json={"items": [item]})
             assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         assert (await client.post("/v1/judge", json={"items": [item]})).status_code == 200
@@ -359,3 +365,29 @@ def test_serve_cli_starts_and_stops_its_own_engine(tiny_model_dir, tmp_path):
         assert process.wait(timeout=60) == 0
     with pytest.raises(httpx.ConnectError):  # the engine went down with the gateway
         httpx.get(f"http://127.0.0.1:{engine_port}/health", timeout=2)
+
+
+@pytest.mark.vllm
+def test_readme_curl_example_works_as_written(gateway):
+    """No Content-Type of its own (curl -d sends a form type): the body is still read as JSON."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    (command,) = re.findall(r"^curl -s 127\.0\.0\.1:8080/v1/judge .*$", readme, re.M)
+    command = command.replace("127.0.0.1:8080", f"{gateway.host}:{gateway.port}")
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=True)
+    (result,) = json.loads(out.stdout)["results"]
+    assert result["reward"] == 0.0 and result["reason"] == "degenerate"  # "..." is a degenerate response
+    assert set(result["stats"]) >= {"support_rate", "vital_coverage", "unjudgeable", "latency_s"}
+
+
+@pytest.mark.vllm
+async def test_many_single_sample_requests_are_all_admitted(gateway):
+    """RL traffic: hundreds of one-sample requests at once; the window bound admits them all."""
+    import asyncio
+
+    limits = httpx.Limits(max_connections=300)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        body = {"items": [{"question": QUESTION, "response": RESPONSE, "rubrics": RUBRICS[:3]}]}
+        url = f"{gateway.url}/v1/judge"
+        answers = await asyncio.gather(*(client.post(url, json=body) for _ in range(300)))
+    assert [a.status_code for a in answers] == [200] * 300
+    assert all(a.json()["results"][0]["reward"] is not None for a in answers)

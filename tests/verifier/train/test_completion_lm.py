@@ -21,17 +21,24 @@ def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool):
     from datasets import Dataset
 
     from verifier.train.completion_lm import CompletionOnlySFTTrainer
-    from verifier.train.sft import SFTStageConfig, trl_sft_config
-    from verifier.train.stage import load_model_and_tokenizer, lora_config
+    from verifier.train.sft import sft_config
+    from verifier.train.stage import load_model_and_tokenizer
 
-    config = SFTStageConfig(model=str(model_dir), output_dir=str(tmp_path), per_device_train_batch_size=4)
+    config = sft_config(
+        model_name_or_path=str(model_dir),
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        use_peft=use_lora,
+        lora_r=4,
+        lora_alpha=8,
+    )
     model, tokenizer = load_model_and_tokenizer(str(model_dir), "float32")
     return CompletionOnlySFTTrainer(
         model=model,
-        args=trl_sft_config(config),
+        args=config.training,
         train_dataset=Dataset.from_list(ROWS),
         processing_class=tokenizer,
-        peft_config=lora_config(4, 8, 0.0, "all-linear") if use_lora else None,
+        peft_config=config.peft_config(),
         completion_only_logits=True,
     )
 

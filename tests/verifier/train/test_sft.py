@@ -21,10 +21,10 @@ def labelled_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(model_dir: Path, data: Path, out: Path, **overrides):
-    from verifier.train.sft import SFTStageConfig
+    from verifier.train.sft import sft_config
 
     values = dict(
-        model=str(model_dir),
+        model_name_or_path=str(model_dir),
         data=str(data),
         output_dir=str(out),
         window_min=1,
@@ -40,7 +40,7 @@ def _config(model_dir: Path, data: Path, out: Path, **overrides):
         eval_max_new_tokens=16,
         max_length=1024,
     )
-    return SFTStageConfig(**(values | overrides))
+    return sft_config(**(values | overrides))
 
 
 def _weights(model_dir: Path):
@@ -55,11 +55,15 @@ def test_sft_steps_learn_and_merge(tiny_model_dir: Path, labelled_path: Path, tm
     from verifier.train.sft import run_sft
 
     result = run_sft(
-        _config(tiny_model_dir, labelled_path, tmp_path / "sft", use_lora=False, learning_rate=3e-3)
+        _config(tiny_model_dir, labelled_path, tmp_path / "sft", use_peft=False, learning_rate=3e-3)
     )
     losses = [entry["loss"] for entry in result.log_history if "loss" in entry]
     assert result.global_step == 4 and len(losses) == 4
     assert losses[-1] < losses[0]
+    # the completion-only path logs TRL's token metrics (through the trainer's public ``log``)
+    logged = [entry for entry in result.log_history if "loss" in entry]
+    assert all({"entropy", "mean_token_accuracy", "num_tokens"} <= entry.keys() for entry in logged)
+    assert 0 < logged[0]["num_tokens"] < logged[-1]["num_tokens"]
     merged = Path(result.model_dir)
     assert (merged / "config.json").is_file() and (merged / "tokenizer.json").is_file()
     before, after = _weights(tiny_model_dir), _weights(merged)
