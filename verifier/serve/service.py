@@ -330,7 +330,7 @@ class RewardService:
                 outcome = score(labels, item.rubrics, mode)
             shown = probs if options.return_probs else None
             if outcome.value is None:  # e.g. no vital rubric under a vital-only aggregation
-                return self._count(ItemResult(labels, None, outcome.reason, UNSCORABLE, shown))
+                return self._count(ItemResult(labels, None, outcome.reason, UNSCORABLE, probs=shown))
             return self._count(ItemResult(labels, outcome.value, probs=shown))
         finally:
             self.metrics.item_latency.observe(time.perf_counter() - started)
