@@ -7,6 +7,7 @@ files those commands wrote. Serving runs `rubric-verifier serve` as a real subpr
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -23,9 +24,14 @@ import httpx
 
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
 from rubric_pipeline.core.errors import RubricVerifierError
+from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from rubric_pipeline.core.records import LabelledExample, iter_jsonl, write_jsonl
 from rubric_pipeline.demo_world import generate_world
 from verifier.cli import main
+from verifier.demo_summary import render_summary, served_complete
+from verifier.eval.metrics import macro_f1
+from verifier.judge.calibration import fit_calibration
+from verifier.judge.judges import LLMJudge
 from verifier.models import default_models_dir
 from verifier.serve.engine import EngineConfig, VLLMEngine, free_port
 from verifier.train.data import split_by_question
@@ -51,6 +57,12 @@ class DemoConfig:
     eval_real_examples: int = option(20, help="held-out responses judged in each evaluation")
     eval_keys_per_family: int = option(4, help="master-key negatives per family judged in each evaluation")
     train: bool = option(True, help="run stage 1 SFT (off: stop after zero-shot evaluation)")
+    calibrate: bool = option(
+        True,
+        help="fit label thresholds on training questions' responses, ship them as calibration.json in the "
+        "trained model folder, and also score through /v1/judge with calibrated labels",
+    )
+    calibration_examples: int = option(40, help="training-split responses judged to fit the calibration")
     engine_max_model_len: int = option(2048, help="context length of the demo engines")
     engine_cpu_threads: str | None = option(None, help="cores the demo engines use, e.g. '0-1'")
     seed: int = option(0, help="seed for the split")
@@ -170,6 +182,14 @@ class Demo:
 
     def serve_evaluate_and_score(self, model_dir: Path, eval_set: Path) -> None:
         """Start `rubric-verifier serve` as users do; evaluate via its engine, then score via the gateway."""
+        if self.config.calibrate:  # before serving: the gateway loads calibration.json at start-up
+            engine = self.engine(str(model_dir), "engine-calibrate.log")
+            with self.step("start vLLM with the trained verifier", engine.start):
+                self.summary["calibration"] = self.step(
+                    "calibrate label thresholds on training questions",
+                    lambda: self.calibrate(model_dir, engine.base_url, engine.model_name),
+                )
+
         port, engine_port = free_port(), free_port()
         log = (self.out / "serve.log").open("w")
         command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir),
@@ -190,6 +210,14 @@ class Demo:
                 lambda: self.evaluate("gemma-sft", eval_set, engine_url, "verifier"),
             )
             self.summary["served"] = self.step("score through /v1/judge", lambda: self.score(gateway))
+            self.summary["served_complete"] = served_complete(self.summary["served"])
+            if self.config.calibrate:
+                self.summary["served_calibrated"] = self.step(
+                    "score through /v1/judge, calibrated", lambda: self.score(gateway, calibrated=True)
+                )
+                self.summary["served_complete_calibrated"] = served_complete(
+                    self.summary["served_calibrated"]
+                )
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -198,9 +226,48 @@ class Demo:
                 process.kill()
             log.close()
 
-    def score(self, gateway: str) -> list[dict[str, Any]]:
+    def calibrate(self, model_dir: Path, base_url: str, model: str) -> dict[str, Any]:
+        """Fit ``bias`` calibration on real responses of training questions (never the held-out ones)."""
+        rows = [LabelledExample.from_dict(r) for _, r in iter_jsonl(self.out / "labels" / "train.jsonl")]
+        examples = rows[: self.config.calibration_examples]
+
+        async def judge_all_with_probs() -> list[Any]:
+            config = LLMConfig(base_urls=[base_url], model=model, timeout_s=600)
+            async with LLMClient(config) as client:
+                judge = LLMJudge(client, degenerate_guard=False)
+                return await asyncio.gather(
+                    *(judge.judge(e.question, e.response, list(e.rubrics), with_probs=True) for e in examples)
+                )
+
+        probs, gold, unjudgeable = [], [], 0
+        for example, judgement in zip(examples, asyncio.run(judge_all_with_probs()), strict=True):
+            if judgement.probs is None:
+                unjudgeable += 1
+                continue
+            probs += judgement.probs
+            gold += example.labels
+        if not gold:
+            raise RuntimeError(f"calibration: none of {len(examples)} training responses could be judged")
+        calibration = fit_calibration(
+            probs, gold, "bias", fitted_on=f"demo training split ({len(gold)} rubrics)"
+        )
+        calibration.save(model_dir)
+        argmax = [max(p, key=p.get) for p in probs]
+        return {
+            "params": calibration.params,
+            "fit_macro_f1": calibration.fit_macro_f1,
+            "argmax_macro_f1": macro_f1(gold, argmax),
+            "rubrics": len(gold),
+            "unjudgeable_examples": unjudgeable,
+        }
+
+    def score(self, gateway: str, calibrated: bool = False) -> list[dict[str, Any]]:
         items = self.scoring_items()
-        body = {"items": [{k: item[k] for k in ("question", "response", "rubrics")} for item in items]}
+        body: dict[str, Any] = {
+            "items": [{k: item[k] for k in ("question", "response", "rubrics")} for item in items]
+        }
+        if calibrated:
+            body["calibrated"] = True
         response = httpx.post(f"{gateway}/v1/judge", json=body, timeout=600)
         response.raise_for_status()
         results = response.json()["results"]
@@ -222,13 +289,14 @@ class Demo:
         raise RubricVerifierError(f"gateway {url} not healthy after {timeout_s:.0f}s")
 
     def scoring_items(self) -> list[dict[str, Any]]:
+        """Every complete answer of a held-out question (never trained on), then master keys."""
         heldout = [LabelledExample.from_dict(r) for _, r in iter_jsonl(self.out / "labels" / "heldout.jsonl")]
-        picked = [e for e in heldout if e.response_id.endswith(("-complete", "-none"))][:2] or heldout[:2]
+        picked = [e for e in heldout if e.response_id.endswith("-complete")] or heldout[:2]
         base = picked[0]
         rubrics = [rubric.text for rubric in base.rubrics]
         items = [
             {"kind": example.response_id, "question": example.question, "response": example.response,
-             "rubrics": [rubric.text for rubric in example.rubrics]}
+             "rubrics": [rubric.text for rubric in example.rubrics], "gold": list(example.labels)}
             for example in picked
         ]  # fmt: skip
         for key in (":", "Let's solve this problem step by step.", "Respuesta"):
@@ -285,44 +353,6 @@ class Demo:
         (self.out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=str))
         print(render_summary(self.summary))
         return self.summary
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def render_summary(summary: dict[str, Any]) -> str:
-    lines = ["", "=" * 78, "demo summary", "=" * 78]
-    for key, title in (("build_offline", "rubrics, offline"), ("build_gemma", "rubrics, Gemma-3-270M")):
-        stats = summary.get(key)
-        if stats:
-            scores = stats.get("scores", {})
-            stages = ", ".join(f"{k} {v:.1f}s" for k, v in stats.get("stage_seconds", {}).items())
-            lines.append(
-                f"{title:24s} questions {stats['questions']:3d}  rubrics {stats['rubrics']:4d}  "
-                f"recall@10 {_fmt(scores.get('recall@10'))}  "
-                f"rubric recall {_fmt(scores.get('rubric_recall'))}  "
-                f"precision {_fmt(scores.get('rubric_precision'))} "
-                f"(cosine >= {scores.get('match_threshold')})"
-            )
-            lines.append(f"{'':24s} stage wall time: {stages}")
-    for key, title in (("eval_zero_shot", "judge, zero-shot"), ("eval_sft", "judge, after SFT")):
-        report = summary.get(key)
-        if report:
-            labels, keys = report["labels"], report.get("master_key", {})
-            lines.append(
-                f"{title:24s} macro-F1 {_fmt(labels['macro_f1'])}  accuracy {_fmt(labels['accuracy'])}  "
-                f"master-key FPR (held-out families) {_fmt(keys.get('fpr'))}  "
-                f"unjudgeable {labels['unjudgeable']['rubrics']}"
-            )
-    for item in summary.get("served", []):
-        result = item["result"]
-        reward = "None" if result["reward"] is None else f"{result['reward']:.3f}"
-        lines.append(f"served: {item['kind'][:40]:40s} reward {reward:>6s}  labels {result['labels']}")
-    lines.append(
-        "steps (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in summary.get("steps", []))
-    )
-    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

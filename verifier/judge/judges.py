@@ -4,8 +4,9 @@
 (:class:`rubric_pipeline.core.llm.LLMClient`): rubrics are
 split into windows (``prompt.window_slices``), every
 window of a response is sent concurrently with its output constrained to ``prompt.label_schema(n)``, and
-``samples > 1`` votes per rubric over sampled completions. Baselines that need no LLM live in
-:mod:`verifier.judge.baselines`.
+``samples > 1`` votes per rubric over sampled completions. ``judge(..., with_probs=True)`` also asks for
+logprobs and returns each rubric's distribution over the three labels (:mod:`verifier.judge.calibration`).
+Baselines that need no LLM live in :mod:`verifier.judge.baselines`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMClient, LLMError
-from rubric_pipeline.core.records import LABEL_SCORES, Label, Rubric
+from rubric_pipeline.core.records import LABEL_SCORES, LABELS, Label, Rubric
 from verifier.judge import prompt
+from verifier.judge.calibration import ProbsUnavailable, label_probs, mean_probs
 from verifier.judge.guard import DEGENERATE, is_degenerate
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ class Judgement:
     ``reason`` classifying it.
 
     ``raw`` keeps the model's raw outputs (one per window and sample) for traces and debugging;
-    ``note`` marks labels decided without a model call (``"degenerate"``).
+    ``note`` marks labels decided without a model call (``"degenerate"``); ``probs`` holds one
+    ``{label: probability}`` per rubric when they were asked for (``with_probs=True``).
     """
 
     labels: list[str] | None
@@ -55,6 +58,7 @@ class Judgement:
     raw: list[str] = field(default_factory=list)
     note: str | None = None
     reason: Reason | None = None
+    probs: list[dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.labels is None and self.reason is None:
@@ -108,6 +112,9 @@ def default_max_tokens(n_rubrics: int, reasoning: bool = False) -> int:
 class LLMJudge:
     """A judge served by an OpenAI-compatible endpoint (vLLM or any API) through :class:`LLMClient`."""
 
+    supports_probs = True
+    top_logprobs = 20  # vLLM's default --max-logprobs
+
     def __init__(
         self,
         client: LLMClient,
@@ -138,36 +145,48 @@ class LLMJudge:
         # The client caps requests per server; this caps windows queued by one judge across all items.
         self._windows = asyncio.Semaphore(max_windows_in_flight)
 
-    async def judge(self, question: str, response: str, rubrics: list[Rubric]) -> Judgement:
+    async def judge(
+        self, question: str, response: str, rubrics: list[Rubric], with_probs: bool = False
+    ) -> Judgement:
+        """Labels per rubric; ``with_probs`` adds each rubric's label distribution (an item whose
+        distributions cannot be read is unjudgeable: ``unparsable``)."""
         if not rubrics:
             return Judgement(labels=None, error="no rubrics to judge", reason=Reason.NO_RUBRICS)
         if self.degenerate_guard and is_degenerate(response):
-            return Judgement(labels=[Label.NOT_SUPPORT.value] * len(rubrics), note=DEGENERATE)
+            not_support = Label.NOT_SUPPORT.value
+            probs = [{label: float(label == not_support) for label in LABELS} for _ in rubrics]
+            return Judgement(
+                [not_support] * len(rubrics), note=DEGENERATE, probs=probs if with_probs else None
+            )
         slices = prompt.window_slices(len(rubrics), self.window)
         results = await asyncio.gather(
-            *(self._judge_window(question, response, rubrics[part]) for part in slices)
+            *(self._judge_window(question, response, rubrics[part], with_probs) for part in slices)
         )
         labels: list[str] = []
+        probs: list[dict[str, float]] = []
         raw: list[str] = []
         errors: list[str] = []
         reasons: list[Reason] = []
-        for index, (window_labels, window_raw, error, reason) in enumerate(results):
+        for index, (window_labels, window_probs, window_raw, error, reason) in enumerate(results):
             raw.extend(window_raw)
             if error is not None:
                 errors.append(f"window {index + 1}/{len(slices)}: {error}")
                 reasons.append(reason or Reason.ENGINE_ERROR)
             else:
                 labels.extend(window_labels)
+                probs.extend(window_probs)
         if errors:  # the first failed window's reason classifies the item
             return Judgement(labels=None, error="; ".join(errors), raw=raw, reason=reasons[0])
-        return Judgement(labels=labels, raw=raw)
+        return Judgement(labels=labels, raw=raw, probs=probs if with_probs else None)
 
     async def _judge_window(
-        self, question: str, response: str, rubrics: list[Rubric]
-    ) -> tuple[list[str], list[str], str | None, Reason | None]:
-        """Labels for one window, its raw texts, and an error with its reason (None when it parsed)."""
+        self, question: str, response: str, rubrics: list[Rubric], with_probs: bool = False
+    ) -> tuple[list[str], list[dict[str, float]], list[str], str | None, Reason | None]:
+        """Labels for one window, their distributions (when asked), its raw texts, and an error with its
+        reason (both None when it parsed)."""
         n = len(rubrics)
         messages = prompt.render_messages(question, response, [rubric.text for rubric in rubrics])
+        extra = {"logprobs": True, "top_logprobs": self.top_logprobs} if with_probs else None
         async with self._windows:
             try:
                 completion = await self.client.chat(
@@ -176,27 +195,34 @@ class LLMJudge:
                     temperature=self.temperature,
                     n=self.samples,
                     json_schema=prompt.label_schema(n) if self.constrained else None,
+                    extra_body=extra,
                 )
             except LLMError as exc:
                 reason = Reason.TIMEOUT if exc.timed_out else Reason.ENGINE_ERROR
-                return [], [], f"request failed: {exc}", reason
+                return [], [], [], f"request failed: {exc}", reason
         parsed: list[list[str]] = []
+        sampled_probs: list[list[dict[str, float]]] = []
         parse_errors: list[str] = []
-        for text in completion.texts:
+        for text, choice in zip(
+            completion.texts, completion.choices or [{}] * len(completion.texts), strict=True
+        ):
             try:
-                parsed.append(list(prompt.parse_labels(text, n).labels))
-            except prompt.ParseError as exc:
+                labels = list(prompt.parse_labels(text, n).labels)
+                if with_probs:
+                    content = (choice.get("logprobs") or {}).get("content")
+                    if not content:
+                        raise ProbsUnavailable("the server returned no logprobs")
+                    sampled_probs.append(label_probs(content, n))
+                parsed.append(labels)
+            except (prompt.ParseError, ProbsUnavailable) as exc:
                 parse_errors.append(str(exc))
         if not parsed:
-            return (
-                [],
-                list(completion.texts),
-                f"unparsable output: {parse_errors[0] if parse_errors else 'empty'}",
-                Reason.UNPARSABLE,
-            )
+            detail = parse_errors[0] if parse_errors else "empty"
+            kind = "unparsable output" if not with_probs else "unparsable output or logprobs"
+            return [], [], list(completion.texts), f"{kind}: {detail}", Reason.UNPARSABLE
         if parse_errors:
             logger.debug("%d/%d samples unparsable; voting over the rest", len(parse_errors), self.samples)
-        return majority_vote(parsed), list(completion.texts), None, None
+        return majority_vote(parsed), mean_probs(sampled_probs), list(completion.texts), None, None
 
 
 async def judge_all(

@@ -3,7 +3,9 @@
 Scores per label: support 1.0, partial_support 0.5, not_support 0.0 (``strict_*`` modes count partial
 as 0, as nuggetizer's strict scores do). :func:`score` returns a :class:`RewardResult` whose ``value`` is
 None with a ``reason`` when the item cannot be scored (no rubrics, no vital rubric in a vital mode, no
-labels); :func:`aggregate` is the float-or-None shorthand.
+labels); :func:`aggregate` is the float-or-None shorthand. :func:`score_expected` is the soft reward: the
+same aggregation over each rubric's expected score under its label distribution (from the judge's
+logprobs), so pitfalls and modes mean the same there.
 
 Pitfalls (Rubrics-as-Rewards, Rubicon): a rubric with a NEGATIVE weight names a mistake ("The response
 claims the bridge is in Paris"); judged ``support`` it means the response makes that mistake. Semantics,
@@ -74,25 +76,71 @@ def score(
     items = [
         (_as_rubric(rubric, i), label) for i, (rubric, label) in enumerate(zip(rubrics, labels, strict=True))
     ]
+    values = [_label_value(label) for _, label in items]
+    return _aggregate([rubric for rubric, _ in items], values, mode)
+
+
+def score_expected(
+    probs: Sequence[dict[str, float]] | None,
+    rubrics: Sequence[Rubric | dict[str, Any] | str],
+    mode: Aggregation | str = Aggregation.WEIGHTED,
+) -> RewardResult:
+    """The soft reward: :func:`score` with each rubric's label score replaced by its expected value under
+    the rubric's label distribution (``strict_*``: the probability of support; for a pitfall, of any label
+    but not_support). Pitfalls, modes and unscorable items follow :func:`score` exactly."""
+    mode = Aggregation(mode)
+    if probs is None:
+        return RewardResult(None, "no label probabilities (the judgement failed)")
+    if not rubrics:
+        return RewardResult(None, "no rubrics to score against")
+    if len(probs) != len(rubrics):
+        raise ValueError(f"{len(probs)} distributions for {len(rubrics)} rubrics")
+    values = [_expected_value(p) for p in probs]
+    return _aggregate([_as_rubric(rubric, i) for i, rubric in enumerate(rubrics)], values, mode)
+
+
+@dataclass(frozen=True)
+class _Value:
+    """One rubric's judged value, in the three forms the modes read: ``score`` (support 1, partial 0.5),
+    ``support`` (strict credit of a positive rubric) and ``committed`` (strict cost of a pitfall: any label
+    but not_support). A label gives indicators; a distribution gives their expectations."""
+
+    score: float
+    support: float
+    committed: float
+
+
+def _label_value(label: str) -> _Value:
+    return _Value(LABEL_SCORES[label], float(label == "support"), float(label != "not_support"))
+
+
+def _expected_value(probs: dict[str, float]) -> _Value:
+    return _Value(
+        sum(LABEL_SCORES[label] * probs.get(label, 0.0) for label in LABELS),
+        probs.get("support", 0.0),
+        probs.get("support", 0.0) + probs.get("partial_support", 0.0),
+    )
+
+
+def _aggregate(rubrics: list[Rubric], values: list[_Value], mode: Aggregation) -> RewardResult:
+    """Per-rubric values -> the reward of ``mode``, pitfalls included (semantics in the module doc)."""
     strict = mode in (Aggregation.STRICT_ALL, Aggregation.STRICT_VITAL)
-    pitfalls = [(r, label) for r, label in items if r.effective_weight() < 0]
-    positives = [(r, label) for r, label in items if r.effective_weight() >= 0]
+    pairs = list(zip(rubrics, values, strict=True))
+    pitfalls = [(r, value) for r, value in pairs if r.effective_weight() < 0]
+    positives = [(r, value) for r, value in pairs if r.effective_weight() >= 0]
     penalty_scores = [
         (abs(r.effective_weight()) if mode is Aggregation.WEIGHTED else 1.0,
-         (0.0 if label == "not_support" else 1.0) if strict else LABEL_SCORES[label])
-        for r, label in pitfalls
+         value.committed if strict else value.score)
+        for r, value in pitfalls
     ]  # fmt: skip
     if mode is Aggregation.WEIGHTED:
-        gained = [(r.effective_weight(), LABEL_SCORES[label]) for r, label in positives]
+        gained = [(r.effective_weight(), value.score) for r, value in positives]
     else:
         if mode in (Aggregation.VITAL, Aggregation.STRICT_VITAL):
-            positives = [(r, label) for r, label in positives if r.importance == Importance.VITAL]
+            positives = [(r, value) for r, value in positives if r.importance == Importance.VITAL]
             if not positives and not pitfalls:
                 return RewardResult(None, f"no vital rubric for mode {mode.value!r}")
-        gained = [
-            (1.0, (1.0 if label == "support" else 0.0) if strict else LABEL_SCORES[label])
-            for _, label in positives
-        ]
+        gained = [(1.0, value.support if strict else value.score) for _, value in positives]
     return _combine(gained, penalty_scores)
 
 

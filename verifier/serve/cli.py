@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMClient, LLMConfig
+from verifier.judge.calibration import Calibration, find_calibration
 from verifier.judge.judges import LLMJudge
 from verifier.judge.reward import Aggregation
 from verifier.serve.engine import EngineConfig, VLLMEngine
@@ -96,6 +97,10 @@ class ServeConfig:
     cpu_threads: str | None = option(None, help="cores for a CPU engine, e.g. '0-1'")
     chat_template: str | None = option(None, help="chat template file for models without one")
     trace_path: str | None = option(None, help="append every engine call to this JSONL file")
+    calibration: str | None = option(
+        None,
+        help='calibration.json for `"calibrated": true` requests (default: the one in --model\'s folder)',
+    )
     engine_args: list[str] = option([], help="extra vLLM flags for the engine started here (recipe list)")
     health_interval_s: float = option(1.0, help="seconds between health probes of every engine")
     max_restarts: int = option(
@@ -150,6 +155,13 @@ async def open_service(
     limits = Limits(
         config.max_items, config.max_rubrics, config.max_chars, config.max_queued_windows, config.queue_wait_s
     )
+    calibration = (
+        Calibration.load(config.calibration) if config.calibration else find_calibration(config.model or None)
+    )
+    if calibration is not None:
+        logger.info(
+            "calibrated labels available (%s, fitted on %s)", calibration.method, calibration.fitted_on
+        )
     async with LLMClient(llm_config) as client:
         if supervisor is not None:
             for url, entry in supervisor.status().items():
@@ -164,6 +176,7 @@ async def open_service(
             metrics=metrics,
             first_window=config.window if config.warm_prefix else None,
             unjudgeable_reward=config.unjudgeable_reward,
+            calibration=calibration,
         )
 
 

@@ -1,8 +1,9 @@
 """The reward gateway: FastAPI routes, pydantic validation and metrics over :class:`RewardService`.
 
 Endpoints (contract in ARCHITECTURE.md, "The reward endpoint"):
-  POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?}
-                    -> {results: [{labels, reward, error, reason, stats}]}
+  POST /v1/judge    {items: [{question, response, rubrics: [str | Rubric]}], aggregation?,
+                     return_probs?, soft_reward?, calibrated?}
+                    -> {results: [{labels, reward, error, reason, stats, probs}]}
   POST /get_reward  OpenRLHF: {query, prompts, labels} -> {rewards, scores, extra_logs}
   GET  /health      200 while an engine can judge (or none is needed), else 503; per-engine status
   GET  /metrics     Prometheus text
@@ -26,12 +27,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rubric_pipeline.core.records import RubricList
 from verifier.judge.reward import Aggregation
 from verifier.serve.openrlhf import openrlhf_rewards
-from verifier.serve.service import BadInput, Item, Metrics, QueueFull, RewardService, TooLarge
+from verifier.serve.service import BadInput, Item, Metrics, ProbOptions, QueueFull, RewardService, TooLarge
 from verifier.serve.supervisor import EngineSupervisor
 
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
@@ -49,6 +50,12 @@ class JudgeItemIn(BaseModel):
 class JudgeRequest(BaseModel):
     items: list[JudgeItemIn]
     aggregation: Aggregation | None = None
+    return_probs: bool = Field(False, description="add each rubric's label distribution (from logprobs)")
+    soft_reward: bool = Field(False, description="reward = expected score under the label distributions")
+    calibrated: bool = Field(False, description="labels from the served model's calibration.json")
+
+    def options(self) -> ProbOptions:
+        return ProbOptions(self.return_probs, self.soft_reward, self.calibrated)
 
 
 class ItemResultOut(BaseModel):
@@ -57,6 +64,7 @@ class ItemResultOut(BaseModel):
     error: str | None = None
     reason: str | None = None
     stats: dict[str, float] = {}
+    probs: list[dict[str, float]] | None = None
 
 
 class JudgeResponse(BaseModel):
@@ -209,7 +217,8 @@ def create_app(
     @app.post("/v1/judge", response_model=JudgeResponse)
     async def judge(request: Request, service: AdmittedService) -> dict[str, Any]:
         body = await json_body(request, JudgeRequest)
-        results = await service.judge_items([item.to_item() for item in body.items], body.aggregation)
+        items = [item.to_item() for item in body.items]
+        results = await service.judge_items(items, body.aggregation, body.options())
         return {"results": [result.to_dict() for result in results]}
 
     @app.post("/get_reward", response_model=OpenRLHFResponse)

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from rubric_pipeline.core.records import RecordError, Rubric, RubricSet, iter_jsonl, parse_rubric_list
 from verifier.judge.guard import DEGENERATE, is_degenerate
 from verifier.judge.judges import Judgement, Reason
-from verifier.judge.reward import Aggregation, score
+from verifier.judge.reward import Aggregation, score, score_expected
 from verifier.serve.admission import QueueFull, WorkQueue, windows_of
 from verifier.serve.contract import STAT_KEYS
 
@@ -73,6 +73,21 @@ class Item:
     rubrics: list[Rubric]
 
 
+@dataclass(frozen=True)
+class ProbOptions:
+    """``/v1/judge`` options that need label probabilities: ``return_probs`` adds each rubric's
+    distribution, ``soft_reward`` makes ``reward`` the expected score, ``calibrated`` takes the labels (and
+    the hard reward) from the served model's ``calibration.json`` thresholds."""
+
+    return_probs: bool = False
+    soft_reward: bool = False
+    calibrated: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.return_probs or self.soft_reward or self.calibrated
+
+
 @dataclass
 class ItemResult:
     labels: list[str] | None
@@ -80,6 +95,7 @@ class ItemResult:
     error: str | None = None
     reason: Reason | None = None
     stats: dict[str, float] = field(default_factory=dict)
+    probs: list[dict[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +104,7 @@ class ItemResult:
             "error": self.error,
             "reason": self.reason,
             "stats": self.stats,
+            "probs": self.probs,
         }
 
 
@@ -177,6 +194,7 @@ class RewardService:
         metrics: Metrics | None = None,
         first_window: int | None = None,
         unjudgeable_reward: float = 0.0,
+        calibration: Any = None,
     ):
         """``first_window=W``: an item with more than W rubrics is judged in two steps, its first W rubrics
         alone and then the rest (concurrently, inside the judge), so that the later windows find the
@@ -184,10 +202,12 @@ class RewardService:
         caches blocks only once computed (vLLM caches them when scheduled, so it gains nothing there).
         ``unjudgeable_reward``: what ``/get_reward`` answers for an unjudgeable sample (OpenRLHF batches
         rewards into a float tensor, so never ``null``); the sample stays flagged in ``extra_logs`` and
-        counted as unjudgeable. ``/v1/judge`` answers ``reward: null`` whatever this is."""
+        counted as unjudgeable. ``/v1/judge`` answers ``reward: null`` whatever this is.
+        ``calibration``: the :class:`~verifier.judge.calibration.Calibration` that ``calibrated`` uses."""
         self.judge = judge
         self.first_window = first_window
         self.unjudgeable_reward = float(unjudgeable_reward)
+        self.calibration = calibration
         self.aggregation = Aggregation(aggregation).value
         self.limits = limits or Limits()
         self.item_timeout_s = item_timeout_s
@@ -241,26 +261,43 @@ class RewardService:
 
     # ------------------------------------------------------------------ judging
 
+    def check_options(self, options: ProbOptions) -> None:
+        """Refuse (422) probability options this service cannot honour, before any judging."""
+        if options.any and not getattr(self.judge, "supports_probs", False):
+            raise BadInput(("body", "return_probs"), f"judge {self.judge.name!r} gives no probabilities")
+        if options.calibrated and self.calibration is None:
+            raise BadInput(
+                ("body", "calibrated"),
+                "no calibration for the served model (calibration.json in its folder or serve --calibration)",
+            )
+
     async def judge_items(
         self,
         items: Sequence[Item],
         aggregation: Aggregation | str | None = None,
+        options: ProbOptions | None = None,
         *,
         wait_s: float | None = None,
     ) -> list[ItemResult]:
         """Results in item order; ``wait_s`` waits that long for room in the queue instead of refusing."""
+        options = options or ProbOptions()
         self.check_size(items)
+        self.check_options(options)
         async with self.slot(items, wait_s):
-            return list(await asyncio.gather(*(self.judge_item(item, aggregation) for item in items)))
+            return list(
+                await asyncio.gather(*(self.judge_item(item, aggregation, options) for item in items))
+            )
 
-    async def judge_item(self, item: Item, aggregation: Aggregation | str | None = None) -> ItemResult:
+    async def judge_item(
+        self, item: Item, aggregation: Aggregation | str | None = None, options: ProbOptions | None = None
+    ) -> ItemResult:
         started = time.perf_counter()
-        result = await self._judge_item(item, aggregation, started)
+        result = await self._judge_item(item, aggregation, started, options or ProbOptions())
         result.stats = item_stats(result, item.rubrics, time.perf_counter() - started)
         return result
 
     async def _judge_item(
-        self, item: Item, aggregation: Aggregation | str | None, started: float
+        self, item: Item, aggregation: Aggregation | str | None, started: float, options: ProbOptions
     ) -> ItemResult:
         try:
             if is_degenerate(item.response):  # before any model call: openers and punctuation score 0
@@ -268,7 +305,7 @@ class RewardService:
             if not item.rubrics:
                 return self._count(ItemResult(None, None, "the item has no rubrics to judge", NO_RUBRICS))
             try:
-                judgement = await asyncio.wait_for(self._judge(item), self.item_timeout_s)
+                judgement = await asyncio.wait_for(self._judge(item, options.any), self.item_timeout_s)
             except TimeoutError:
                 self.metrics.engine_errors.labels(TIMEOUT).inc()
                 message = f"no judgement within {self.item_timeout_s:g}s"
@@ -282,27 +319,40 @@ class RewardService:
                 if reason in (ENGINE_ERROR, TIMEOUT):
                     self.metrics.engine_errors.labels(reason).inc()
                 return self._count(ItemResult(None, None, judgement.error or "no labels", reason))
-            outcome = score(judgement.labels, item.rubrics, aggregation or self.aggregation)
+            labels, probs = list(judgement.labels), judgement.probs
+            if options.any and probs is None:  # asked for, not given: the item cannot be read as asked
+                message = "the judge returned no label probabilities"
+                return self._count(ItemResult(None, None, message, UNPARSABLE))
+            if options.calibrated:
+                labels = self.calibration.labels(probs)
+            mode = aggregation or self.aggregation
+            if options.soft_reward:
+                outcome = score_expected(probs, item.rubrics, mode)
+            else:
+                outcome = score(labels, item.rubrics, mode)
+            shown = probs if options.return_probs else None
             if outcome.value is None:  # e.g. no vital rubric under a vital-only aggregation
-                return self._count(ItemResult(list(judgement.labels), None, outcome.reason, UNSCORABLE))
-            return self._count(ItemResult(list(judgement.labels), outcome.value))
+                return self._count(ItemResult(labels, None, outcome.reason, UNSCORABLE, probs=shown))
+            return self._count(ItemResult(labels, outcome.value, probs=shown))
         finally:
             self.metrics.item_latency.observe(time.perf_counter() - started)
 
-    async def _judge(self, item: Item) -> Judgement:
+    async def _judge(self, item: Item, with_probs: bool = False) -> Judgement:
         """One judge call, or two (first window, then the rest) when ``first_window`` is set: only the
         first window of an item is serialised; items still run concurrently with each other."""
         window, rubrics = self.first_window, item.rubrics
+        kwargs = {"with_probs": True} if with_probs else {}
         if not window or len(rubrics) <= window:
-            return await self.judge.judge(item.question, item.response, rubrics)
-        first = await self.judge.judge(item.question, item.response, rubrics[:window])
+            return await self.judge.judge(item.question, item.response, rubrics, **kwargs)
+        first = await self.judge.judge(item.question, item.response, rubrics[:window], **kwargs)
         if first.labels is None:  # unjudgeable already: spare the engine the other windows
             return Judgement(None, f"rubrics 1-{window}: {first.error}", first.raw, reason=first.reason)
-        rest = await self.judge.judge(item.question, item.response, rubrics[window:])
+        rest = await self.judge.judge(item.question, item.response, rubrics[window:], **kwargs)
         if rest.labels is None:
             error = f"rubrics {window + 1}-{len(rubrics)}: {rest.error}"
             return Judgement(None, error, first.raw + rest.raw, reason=rest.reason)
-        return Judgement(first.labels + rest.labels, raw=first.raw + rest.raw)
+        probs = first.probs + rest.probs if first.probs is not None and rest.probs is not None else None
+        return Judgement(first.labels + rest.labels, raw=first.raw + rest.raw, probs=probs)
 
     def _count(self, result: ItemResult) -> ItemResult:
         if result.reason == DEGENERATE:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from rubric_pipeline.core.llm import LLMClient, LLMConfig
+from rubric_pipeline.core.llm import Completion, LLMClient, LLMConfig, Usage
 from rubric_pipeline.core.records import LABELS, LabelledExample, Rubric
-from verifier.judge.judges import Judge, LLMJudge, judge_all, majority_vote
+from verifier.judge.judges import Judge, LLMJudge, Reason, judge_all, majority_vote
 
 S, P, N = "support", "partial_support", "not_support"
 QUESTION = "When did the Varenholt bridge open?"
@@ -97,6 +97,23 @@ async def test_refused_connection_is_unjudgeable_with_a_reason() -> None:
         empty = await judge.judge(QUESTION, RESPONSE, [])
         assert empty.labels is None and "no rubrics" in (empty.error or "")
         assert client.usage.requests == requests_before
+
+
+class NoLogprobsClient(LLMClient):
+    """Answers every window with valid labels but, like a server without logprobs, no logprobs."""
+
+    async def chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> Completion:
+        text = json.dumps([S] * 3)  # the tests below judge 3 rubrics: one window
+        return Completion([text], Usage(), 0.0, "fake", ["stop"], [{"message": {"content": text}}])
+
+
+async def test_labels_without_readable_probabilities_are_unparsable() -> None:
+    judge = LLMJudge(NoLogprobsClient(LLMConfig(base_urls=["http://fake/v1"], model="m")))
+    plain = await judge.judge(QUESTION, RESPONSE, _rubrics(3))
+    assert plain.labels == [S, S, S] and plain.probs is None and plain.reason is None
+    asked = await judge.judge(QUESTION, RESPONSE, _rubrics(3), with_probs=True)
+    assert asked.labels is None and asked.reason is Reason.UNPARSABLE
+    assert "logprobs" in (asked.error or "")
 
 
 # ---------------------------------------------------------------- baselines

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rubric_pipeline.core.records import LABELS, Rubric
-from verifier.judge.reward import Aggregation, aggregate, score
+from verifier.judge.reward import Aggregation, aggregate, score, score_expected
 
 S, P, N = "support", "partial_support", "not_support"
 POSITIVE = [Rubric("a", "A", weight=2.0), Rubric("b", "B", weight=1.0)]
@@ -65,3 +65,32 @@ def test_every_reward_is_in_the_unit_interval_or_none(rows):
             kept = [(r, label) for r, label, pit in zip(rubrics, labels, pitfalls, strict=True) if not pit]
             alone = score([label for _, label in kept], [r for r, _ in kept], mode).value if kept else None
             assert result.value == (0.0 if alone is not None else 1.0)
+
+
+def _one_hot(label: str) -> dict[str, float]:
+    return {other: float(other == label) for other in LABELS}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(WEIGHTS, st.sampled_from(LABELS), st.booleans()), min_size=1, max_size=12))
+def test_the_soft_reward_of_certain_labels_is_the_reward_of_the_labels(rows):
+    """score_expected shares score's aggregation: one-hot distributions give the same result, pitfalls,
+    modes and unscorable items included."""
+    rubrics = [Rubric(f"r{i}", "t", "vital" if v else "okay", w) for i, (w, _, v) in enumerate(rows)]
+    labels = [label for _, label, _ in rows]
+    for mode in Aggregation:
+        hard, soft = (
+            score(labels, rubrics, mode),
+            score_expected([_one_hot(x) for x in labels], rubrics, mode),
+        )
+        assert soft.reason == hard.reason
+        assert soft.value == pytest.approx(hard.value)
+
+
+def test_a_pitfall_costs_its_expected_score_in_the_soft_reward():
+    uncertain = {S: 0.5, P: 0.2, N: 0.3}  # expected score 0.6; P(not not_support) 0.7
+    probs = [_one_hot(S), _one_hot(S), uncertain]
+    assert score_expected(probs, [*POSITIVE, PITFALL]).value == pytest.approx((3 - 1.5 * 0.6) / 3)
+    assert score_expected(probs, [*POSITIVE, PITFALL], "all").value == pytest.approx((2 - 0.6) / 2)
+    assert score_expected(probs, [*POSITIVE, PITFALL], "strict_all").value == pytest.approx((2 - 0.7) / 2)
+    assert score_expected([uncertain], [PITFALL]).value == pytest.approx(1 - 0.6)

@@ -91,12 +91,9 @@ def test_degenerate_responses_score_zero_without_an_engine_call(gateway, vllm_se
     response = httpx.post(f"{gateway.url}/v1/judge", json={"items": items}, timeout=30)
     assert response.status_code == 200
     for result in response.json()["results"]:
-        assert {k: v for k, v in result.items() if k != "stats"} == {
-            "labels": None,
-            "reward": 0.0,
-            "error": None,
-            "reason": "degenerate",
-        }
+        shown = {key: result[key] for key in ("labels", "reward", "error", "reason", "probs")}
+        assert shown == {"labels": None, "reward": 0.0, "error": None, "reason": "degenerate", "probs": None}
+        assert set(result) == set(shown) | {"stats"}
     assert engine_requests(vllm_server.url) == before
     text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
     assert metric(text, "rv_judgements_total", outcome="degenerate") >= 3

