@@ -119,6 +119,7 @@ class LLMJudge:
         constrained: bool = True,
         name: str | None = None,
         degenerate_guard: bool = True,
+        word_hints: bool = False,
     ):
         if samples < 1:
             raise ConfigError(f"samples must be >= 1, got {samples}")
@@ -134,6 +135,7 @@ class LLMJudge:
         self.constrained = constrained
         # Serving keeps the guard on; evaluating the model's own master-key robustness turns it off.
         self.degenerate_guard = degenerate_guard
+        self.word_hints = word_hints  # the prompt a model trained with word hints expects (its prompt card)
         self.name = name or client.config.model
         # The client caps requests per server; this caps windows queued by one judge across all items.
         self._windows = asyncio.Semaphore(max_windows_in_flight)
@@ -167,7 +169,8 @@ class LLMJudge:
     ) -> tuple[list[str], list[str], str | None, Reason | None]:
         """Labels for one window, its raw texts, and an error with its reason (None when it parsed)."""
         n = len(rubrics)
-        messages = prompt.render_messages(question, response, [rubric.text for rubric in rubrics])
+        texts = [rubric.text for rubric in rubrics]
+        messages = prompt.render_messages(question, response, texts, word_hints=self.word_hints)
         async with self._windows:
             try:
                 completion = await self.client.chat(

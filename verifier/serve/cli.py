@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from rubric_pipeline.core.config import add_config_arguments, build_config, option
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMClient, LLMConfig
+from verifier.judge.hints import model_word_hints
 from verifier.judge.judges import LLMJudge
 from verifier.judge.reward import Aggregation
 from verifier.serve.engine import EngineConfig, VLLMEngine
@@ -51,6 +52,9 @@ class ServeConfig:
     )
     aggregation: Aggregation = option(Aggregation.WEIGHTED, help="default reward aggregation")
     window: int = option(10, help="rubrics per engine request (one window)")
+    word_hints: bool | None = option(
+        None, help="rubric lines carry missing-word hints (judge.hints); default: the model's prompt card"
+    )
     warm_prefix: bool = option(
         False,
         help="judge an item's first window alone, then its other windows, so they find the shared prefix "
@@ -156,7 +160,7 @@ async def open_service(
                 client.set_available(url, entry["state"] == "ok")
             supervisor.listeners.append(client.set_available)
         yield RewardService(
-            LLMJudge(client, window=config.window),
+            LLMJudge(client, window=config.window, word_hints=uses_word_hints(config)),
             aggregation=config.aggregation,
             limits=limits,
             item_timeout_s=config.item_timeout_s,
@@ -165,6 +169,11 @@ async def open_service(
             first_window=config.window if config.warm_prefix else None,
             unjudgeable_reward=config.unjudgeable_reward,
         )
+
+
+def uses_word_hints(config: ServeConfig) -> bool:
+    """The flag if given, else what the served model folder's prompt card says."""
+    return config.word_hints if config.word_hints is not None else model_word_hints(config.model or None)
 
 
 def build_app(config: ServeConfig, base_urls: list[str], model: str, engine=None):
