@@ -83,7 +83,9 @@ class ServeConfig:
     engine_timeout_s: float = option(60.0, help="timeout of one engine request")
     engine_retries: int = option(2, help="retries of a failed engine request (connection errors, 5xx)")
     item_timeout_s: float = option(
-        120.0, help="deadline for one item's judgement; then reward None, 'timeout'"
+        120.0,
+        help="deadline for one item's judgement, from its turn (at most --max-concurrency items are judged "
+        "at once; the rest wait in arrival order); then reward None, 'timeout'",
     )
     unjudgeable_reward: float = option(
         0.0,
@@ -168,6 +170,7 @@ async def open_service(
             metrics=metrics,
             first_window=config.window if config.warm_prefix else None,
             unjudgeable_reward=config.unjudgeable_reward,
+            items_at_once=config.max_concurrency,
         )
 
 

@@ -88,3 +88,22 @@ def test_cpu_engines_get_small_kv_blocks():
     assert command[command.index("--block-size") + 1] == str(CPU_BLOCK_SIZE)
     chosen = VLLMEngine(EngineConfig(model="m", device="cpu", block_size=128)).command()
     assert chosen[chosen.index("--block-size") + 1] == "128"
+
+
+@pytest.mark.vllm
+async def test_items_take_turns_in_arrival_order_and_the_deadline_runs_from_the_turn(vllm_server, tmp_path):
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
+
+    trace = tmp_path / "turns.jsonl"
+    config = LLMConfig([vllm_server.base_url], vllm_server.model_name, trace_path=str(trace))
+    items = [Item(QUESTION, f"{RESPONSE} (i{k})", rubrics(3, f"i{k}")) for k in range(6)]
+    async with LLMClient(config) as client:
+        service = RewardService(LLMJudge(client, window=10), items_at_once=2)
+        results = await service.judge_items(items)
+    assert all(r.reward is not None for r in results)
+    timing = spans([json.loads(line) for line in trace.read_text().splitlines()])
+    starts = sorted((start, tag) for (tag, _), (start, _) in timing.items())
+    assert [tag for _, tag in starts] == [f"i{k}" for k in range(6)]  # first come, first judged
+    for start, _ in starts:  # never more than two items at the engine
+        assert sum(begin <= start < end for begin, end in timing.values()) <= 2
