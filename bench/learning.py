@@ -35,6 +35,7 @@ logger = logging.getLogger("bench.learning")
 def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concurrency: int = 16) -> dict:
     """Serve ``model_dir`` with vLLM, judge ``examples`` through the served contract, build the report."""
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.hints import model_word_hints
     from verifier.judge.judges import LLMJudge, judge_all
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
@@ -42,7 +43,8 @@ def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concu
         config = LLMConfig(base_urls=[engine.base_url], model=engine.model_name, timeout_s=300.0)
         async with LLMClient(config) as client:
             start = time.perf_counter()
-            judge = LLMJudge(client, degenerate_guard=False)  # measure the model, not the gateway's guard
+            # the model, not the gateway's guard; the prompt it was trained on (its prompt card)
+            judge = LLMJudge(client, degenerate_guard=False, word_hints=model_word_hints(model_dir))
             judgements = await judge_all(judge, examples, concurrency=concurrency, progress=False)
             return judgements, time.perf_counter() - start
 

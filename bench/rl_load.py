@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -40,40 +41,47 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def verl_calls(url: str, n: int) -> tuple[list[float], int, float]:
-    async def one(i: int) -> tuple[float, bool]:
+async def verl_calls(url: str, n: int) -> tuple[list[float], Counter, float]:
+    async def one(i: int) -> tuple[float, str | None]:
         started = time.perf_counter()
         result = await compute_score(
             "rubric_qa", f"The Sella river, answer {i}.", RUBRICS, {"question": QUESTION}, url=url
         )
-        return time.perf_counter() - started, result["judged"] + result["degenerate"] != 1.0
+        if result["gateway_error"]:
+            return time.perf_counter() - started, "gateway_error"
+        judged = result["judged"] + result["degenerate"] == 1.0
+        return time.perf_counter() - started, None if judged else "unjudgeable"
 
     start = time.perf_counter()
     outcomes = await asyncio.gather(*(one(i) for i in range(n)))
-    return [t for t, _ in outcomes], sum(err for _, err in outcomes), time.perf_counter() - start
+    return [t for t, _ in outcomes], Counter(e for _, e in outcomes if e), time.perf_counter() - start
 
 
-async def openrlhf_calls(url: str, n: int) -> tuple[list[float], int, float]:
+async def openrlhf_calls(url: str, n: int) -> tuple[list[float], Counter, float]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
     label, prompt = rubrics_label(RUBRICS, question=QUESTION), f"Question: {QUESTION}\nAnswer: "
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(180.0, pool=None)) as http:
 
-        async def one(i: int) -> tuple[float, bool]:
+        async def one(i: int) -> tuple[float, str | None]:
             query = f"{prompt}The Sella river, answer {i}."
             body = {"query": [query], "prompts": [prompt], "labels": [label]}
             started = time.perf_counter()
             try:
                 response = await http.post(f"{url}/get_reward", json=body)
-            except httpx.HTTPError:
-                return time.perf_counter() - started, True
+            except httpx.HTTPError as exc:
+                return time.perf_counter() - started, type(exc).__name__
             elapsed = time.perf_counter() - started
             if response.status_code != 200:
-                return elapsed, True
-            return elapsed, response.json()["extra_logs"]["judged"] != [1.0]
+                return elapsed, f"HTTP {response.status_code}"
+            logs = response.json()["extra_logs"]
+            if logs["judged"] == [1.0]:
+                return elapsed, None
+            flags = [key for key, value in logs.items() if key.startswith("unjudgeable/") and value == [1.0]]
+            return elapsed, flags[0] if flags else "unjudgeable"
 
         start = time.perf_counter()
         outcomes = await asyncio.gather(*(one(i) for i in range(n)))
-    return [t for t, _ in outcomes], sum(err for _, err in outcomes), time.perf_counter() - start
+    return [t for t, _ in outcomes], Counter(e for _, e in outcomes if e), time.perf_counter() - start
 
 
 def start_gateway(engine: VLLMEngine, port: int) -> subprocess.Popen:
@@ -95,6 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(REPO / ".cache" / "models" / "tiny"))
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--clients", nargs="+", default=["verl", "openrlhf"], choices=["verl", "openrlhf"])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "rl_load.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -107,13 +116,16 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{port}"
             asyncio.run(verl_calls(url, 16))  # warm-up: connections, prefix cache
-            for name, run in (("verl", verl_calls), ("openrlhf", openrlhf_calls)):
-                latencies, errors, wall = asyncio.run(run(url, args.calls))
+            clients = {"verl": verl_calls, "openrlhf": openrlhf_calls}
+            for name in args.clients:
+                latencies, error_kinds, wall = asyncio.run(clients[name](url, args.calls))
+                errors = sum(error_kinds.values())
                 rows.append(
                     {
                         "client": name,
                         "calls": args.calls,
                         "errors": errors,
+                        "error_kinds": dict(error_kinds),
                         "p50_s": statistics.median(latencies),
                         "p99_s": percentile(latencies, 0.99),
                         "judgements_per_s": (args.calls - errors) / wall,

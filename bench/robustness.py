@@ -90,7 +90,7 @@ def lexical(dev: list[LabelledExample]) -> Judged:
     return Judged("lexical", label)
 
 
-def served(url: str) -> Judged:
+def served(url: str, word_hints: bool = False) -> Judged:
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
     from verifier.judge.judges import LLMJudge, judge_all
 
@@ -100,7 +100,7 @@ def served(url: str) -> Judged:
         base = url.rstrip("/").removesuffix("/v1") + "/v1"
         model = httpx.get(f"{base}/models", timeout=10).json()["data"][0]["id"]
         async with LLMClient(LLMConfig([base], model, max_concurrency=32)) as client:
-            judge = LLMJudge(client, degenerate_guard=False)
+            judge = LLMJudge(client, degenerate_guard=False, word_hints=word_hints)
             done = await judge_all(judge, examples, concurrency=32, progress=False)
         return [j.labels for j in done]
 
@@ -149,7 +149,10 @@ def variants(real: list[LabelledExample]) -> dict[str, list[LabelledExample]]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     trec = Path(args.trec_dir)
     dev, test = read_trec_labelled(trec / "dev.jsonl"), read_trec_labelled(trec / "test.jsonl")
-    judges = [lexical(dev)] + [served(url) for url in args.engine_url]
+    from verifier.judge.hints import model_word_hints
+
+    hints = model_word_hints(args.serve_model) if args.serve_model else bool(args.word_hints)
+    judges = [lexical(dev)] + [served(url, hints) for url in args.engine_url]
     attacks = attack_sets(test)
     rows: dict[str, Any] = {}
     for judged in judges:
@@ -194,6 +197,9 @@ def main() -> None:
     parser.add_argument("--trec-dir", default=str(ROOT.parent / "shared" / "data" / "trec_rag24"))
     parser.add_argument("--engine-url", action="append", default=[], help="a served verifier to add")
     parser.add_argument("--serve-model", default=None, help="start a vLLM engine on this model and add it")
+    parser.add_argument(
+        "--word-hints", action="store_true", help="--engine-url models trained with word hints (judge.hints)"
+    )
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "robustness.json"))
     args = parser.parse_args()
     if args.serve_model:

@@ -215,6 +215,7 @@ async def judge_split(
 ) -> dict[str, list[dict]]:
     """Greedy labels and label probabilities for every example of each split, through one engine."""
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.hints import model_word_hints
     from verifier.judge.judges import LLMJudge
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
@@ -228,7 +229,7 @@ async def judge_split(
             base_urls=[engine.base_url], model=engine.model_name, max_concurrency=32, timeout_s=900
         )
         async with LLMClient(config) as client:
-            judge = LLMJudge(client, window=args.window)
+            judge = LLMJudge(client, window=args.window, word_hints=model_word_hints(model_dir))
 
             async def one(example: LabelledExample) -> dict:
                 judgement = await judge.judge(

@@ -30,10 +30,14 @@ T = TypeVar("T")
 # gateway is still judging: resending would pile work on it, so it is final.
 RETRY = RetryPolicy(retries=8, backoff_s=0.5, statuses=frozenset({502, 503, 504}), retry_read_timeout=False)
 LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+# Calls past this wait on a semaphore, not in httpx's pool: the pool re-scans every waiting request on each
+# connection event, so thousands of waiters cost it minutes (bench/rl_load.py: 2,000 calls in flight).
+MAX_IN_FLIGHT = 256
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 class GatewayError(RuntimeError):
@@ -65,6 +69,15 @@ def pooled_client() -> httpx.AsyncClient:
     return client
 
 
+def in_flight_gate() -> asyncio.Semaphore:
+    """This event loop's bound on requests handed to the pooled client at once."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(MAX_IN_FLIGHT)
+    return gate
+
+
 async def post_judge(
     url: str,
     items: list[dict[str, Any]],
@@ -93,12 +106,13 @@ async def post_judge(
     def warn(attempt: int) -> None:
         logger.warning("POST %s: no answer or busy; retry %d/%d", endpoint, attempt, policy.retries)
 
-    outcome = await send_with_retries(
-        lambda attempt: http.post(endpoint, json=body, headers=headers, timeout=timeout),
-        policy,
-        what=f"POST {endpoint}",
-        on_retry=warn,
-    )
+    async with in_flight_gate():
+        outcome = await send_with_retries(
+            lambda attempt: http.post(endpoint, json=body, headers=headers, timeout=timeout),
+            policy,
+            what=f"POST {endpoint}",
+            on_retry=warn,
+        )
     if outcome.error is not None:
         raise outcome.error
     response = outcome.response

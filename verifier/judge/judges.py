@@ -126,6 +126,7 @@ class LLMJudge:
         constrained: bool = True,
         name: str | None = None,
         degenerate_guard: bool = True,
+        word_hints: bool = False,
     ):
         if samples < 1:
             raise ConfigError(f"samples must be >= 1, got {samples}")
@@ -141,6 +142,7 @@ class LLMJudge:
         self.constrained = constrained
         # Serving keeps the guard on; evaluating the model's own master-key robustness turns it off.
         self.degenerate_guard = degenerate_guard
+        self.word_hints = word_hints  # the prompt a model trained with word hints expects (its prompt card)
         self.name = name or client.config.model
         # The client caps requests per server; this caps windows queued by one judge across all items.
         self._windows = asyncio.Semaphore(max_windows_in_flight)
@@ -185,7 +187,8 @@ class LLMJudge:
         """Labels for one window, their distributions (when asked), its raw texts, and an error with its
         reason (both None when it parsed)."""
         n = len(rubrics)
-        messages = prompt.render_messages(question, response, [rubric.text for rubric in rubrics])
+        texts = [rubric.text for rubric in rubrics]
+        messages = prompt.render_messages(question, response, texts, word_hints=self.word_hints)
         extra = {"logprobs": True, "top_logprobs": self.top_logprobs} if with_probs else None
         async with self._windows:
             try:

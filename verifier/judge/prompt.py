@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.prompts import PromptFiles
 from rubric_pipeline.core.records import LABELS
+from verifier.judge.hints import word_hint
 
 DEFAULT_WINDOW = 10
 OUTPUT_FORMATS: tuple[str, ...] = (
@@ -51,6 +52,12 @@ class ParsedOutput:
 
 PROMPTS = PromptFiles("verifier.judge.prompts", _TEMPLATE_FILES, prefix="judge-1")
 PROMPT_VERSION: str = PROMPTS.version
+HINTS_SUFFIX = "+word-hints"
+
+
+def prompt_version(word_hints: bool = False) -> str:
+    """The version a dataset or model records: the templates' hash, marked when rubric lines carry hints."""
+    return PROMPT_VERSION + (HINTS_SUFFIX if word_hints else "")
 
 
 def window_slices(
@@ -96,11 +103,16 @@ def render_prompt(
     rubric_texts: Sequence[str],
     output_format: str = "json",
     reasoning: bool = False,
+    word_hints: bool = False,
 ) -> str:
-    """The whole prompt as one string: the invariant prefix, then the numbered rubric list."""
+    """The whole prompt as one string: the invariant prefix, then the numbered rubric list (each line with
+    its :func:`~verifier.judge.hints.word_hint` when ``word_hints``)."""
     if not rubric_texts:
         raise ValueError("a judging prompt needs at least one rubric")
-    numbered = "\n".join(f"{index}. {_one_line(text)}" for index, text in enumerate(rubric_texts, start=1))
+    lines = [_one_line(text) for text in rubric_texts]
+    if word_hints:
+        lines = [f"{line} {word_hint(response, line)}" for line in lines]
+    numbered = "\n".join(f"{index}. {line}" for index, line in enumerate(lines, start=1))
     tail = PROMPTS.template("rubrics.txt").substitute(rubrics=numbered, n=len(rubric_texts))
     return render_prefix(question, response, output_format, reasoning) + tail
 
@@ -111,9 +123,10 @@ def render_messages(
     rubric_texts: Sequence[str],
     output_format: str = "json",
     reasoning: bool = False,
+    word_hints: bool = False,
 ) -> list[dict[str, str]]:
     """Chat messages for one window: a single user turn (portable to templates without a system role)."""
-    content = render_prompt(question, response, rubric_texts, output_format, reasoning)
+    content = render_prompt(question, response, rubric_texts, output_format, reasoning, word_hints)
     return [{"role": "user", "content": content}]
 
 

@@ -17,6 +17,7 @@ from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from verifier.data.labelled_io import load_labelled
 from verifier.judge.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
+from verifier.judge.hints import model_word_hints
 from verifier.judge.judges import Judge, LLMJudge
 from verifier.serve.engine import EngineConfig, VLLMEngine
 
@@ -43,6 +44,9 @@ class JudgeOptions:
     max_retries: int = option(4, help="LLM client retries per request (connection errors, 429, 5xx)")
     degenerate_guard: bool = option(
         True, help="label degenerate responses not_support without a model call (off: test the model itself)"
+    )
+    word_hints: bool | None = option(
+        None, help="rubric lines carry missing-word hints (default: --serve-model's prompt card; else off)"
     )
     fit: str | None = option(None, help="labelled dev set to fit baseline thresholds / majority label on")
     minilm_path: str | None = option(None, help="sentence-transformers model dir (default: packaged MiniLM)")
@@ -111,4 +115,9 @@ async def open_judge(options: JudgeOptions) -> AsyncIterator[Judge]:
                 temperature=options.temperature,
                 max_tokens=options.max_tokens,
                 degenerate_guard=options.degenerate_guard,
+                word_hints=(
+                    options.word_hints
+                    if options.word_hints is not None
+                    else model_word_hints(options.serve_model)
+                ),
             )

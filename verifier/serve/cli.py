@@ -26,6 +26,7 @@ from rubric_pipeline.core.config import add_config_arguments, build_config, opti
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from verifier.judge.calibration import Calibration, find_calibration
+from verifier.judge.hints import model_word_hints
 from verifier.judge.judges import LLMJudge
 from verifier.judge.reward import Aggregation
 from verifier.serve.engine import EngineConfig, VLLMEngine
@@ -52,6 +53,9 @@ class ServeConfig:
     )
     aggregation: Aggregation = option(Aggregation.WEIGHTED, help="default reward aggregation")
     window: int = option(10, help="rubrics per engine request (one window)")
+    word_hints: bool | None = option(
+        None, help="rubric lines carry missing-word hints (judge.hints); default: the model's prompt card"
+    )
     warm_prefix: bool = option(
         False,
         help="judge an item's first window alone, then its other windows, so they find the shared prefix "
@@ -80,7 +84,9 @@ class ServeConfig:
     engine_timeout_s: float = option(60.0, help="timeout of one engine request")
     engine_retries: int = option(2, help="retries of a failed engine request (connection errors, 5xx)")
     item_timeout_s: float = option(
-        120.0, help="deadline for one item's judgement; then reward None, 'timeout'"
+        120.0,
+        help="deadline for one item's judgement, from its turn (at most --max-concurrency items are judged "
+        "at once; the rest wait in arrival order); then reward None, 'timeout'",
     )
     unjudgeable_reward: float = option(
         0.0,
@@ -168,7 +174,7 @@ async def open_service(
                 client.set_available(url, entry["state"] == "ok")
             supervisor.listeners.append(client.set_available)
         yield RewardService(
-            LLMJudge(client, window=config.window),
+            LLMJudge(client, window=config.window, word_hints=uses_word_hints(config)),
             aggregation=config.aggregation,
             limits=limits,
             item_timeout_s=config.item_timeout_s,
@@ -177,7 +183,13 @@ async def open_service(
             first_window=config.window if config.warm_prefix else None,
             unjudgeable_reward=config.unjudgeable_reward,
             calibration=calibration,
+            items_at_once=config.max_concurrency,
         )
+
+
+def uses_word_hints(config: ServeConfig) -> bool:
+    """The flag if given, else what the served model folder's prompt card says."""
+    return config.word_hints if config.word_hints is not None else model_word_hints(config.model or None)
 
 
 def build_app(config: ServeConfig, base_urls: list[str], model: str, engine=None):

@@ -195,6 +195,7 @@ class RewardService:
         first_window: int | None = None,
         unjudgeable_reward: float = 0.0,
         calibration: Any = None,
+        items_at_once: int = 64,
     ):
         """``first_window=W``: an item with more than W rubrics is judged in two steps, its first W rubrics
         alone and then the rest (concurrently, inside the judge), so that the later windows find the
@@ -203,7 +204,10 @@ class RewardService:
         ``unjudgeable_reward``: what ``/get_reward`` answers for an unjudgeable sample (OpenRLHF batches
         rewards into a float tensor, so never ``null``); the sample stays flagged in ``extra_logs`` and
         counted as unjudgeable. ``/v1/judge`` answers ``reward: null`` whatever this is.
-        ``calibration``: the :class:`~verifier.judge.calibration.Calibration` that ``calibrated`` uses."""
+        ``calibration``: the :class:`~verifier.judge.calibration.Calibration` that ``calibrated`` uses.
+        ``items_at_once``: items being judged at one time; the others wait their turn in arrival order,
+        and ``item_timeout_s`` runs from an item's turn, so a burst of thousands of samples (an RL step)
+        queues instead of timing out behind itself."""
         self.judge = judge
         self.first_window = first_window
         self.unjudgeable_reward = float(unjudgeable_reward)
@@ -215,6 +219,7 @@ class RewardService:
         self.metrics = metrics or Metrics()
         self.window = int(getattr(judge, "window", 0) or 10)
         self.queue = WorkQueue(self.limits.max_queued_windows)
+        self._turns = asyncio.Semaphore(items_at_once)  # FIFO: earlier samples are judged first
         self._inflight = 0
 
     @property
@@ -305,7 +310,8 @@ class RewardService:
             if not item.rubrics:
                 return self._count(ItemResult(None, None, "the item has no rubrics to judge", NO_RUBRICS))
             try:
-                judgement = await asyncio.wait_for(self._judge(item, options.any), self.item_timeout_s)
+                async with self._turns:
+                    judgement = await asyncio.wait_for(self._judge(item, options.any), self.item_timeout_s)
             except TimeoutError:
                 self.metrics.engine_errors.labels(TIMEOUT).inc()
                 message = f"no judgement within {self.item_timeout_s:g}s"

@@ -34,6 +34,7 @@ class WindowOptions:
     reasoning_rate: float = 0.0
     shuffle_rubrics: bool = True
     seed: int = 0
+    word_hints: bool = False
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Window:
     labels: list[str]
     output_format: str = "json"
     reasoning: bool = False
+    word_hints: bool = False
     label_source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +60,7 @@ class Window:
             self.rubric_texts,
             output_format=self.output_format,
             reasoning=self.reasoning,
+            word_hints=self.word_hints,
         )
 
     def target(self) -> str:
@@ -152,6 +155,7 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
                     labels=[label for _, label in chunk],
                     output_format=rng.choice(list(options.output_formats)),
                     reasoning=rng.random() < options.reasoning_rate,
+                    word_hints=options.word_hints,
                     label_source=example.label_source,
                 )
             )

@@ -26,6 +26,8 @@ from trl import ModelConfig
 
 from rubric_pipeline.core.config import load_recipe, option
 from rubric_pipeline.core.errors import ConfigError
+from verifier.judge.hints import save_prompt_card
+from verifier.judge.prompt import prompt_version
 from verifier.train.data import WindowOptions, build_splits, read_labelled
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ class StageOptions:
         ["json"], help="output formats sampled per prompt (prompt.OUTPUT_FORMATS)"
     )
     reasoning_rate: float = option(0.0, help="fraction of prompts that ask for a <reasoning> block first")
+    word_hints: bool = option(
+        False, help="annotate each rubric with the content words the response lacks (verifier.judge.hints)"
+    )
     max_train_windows: int | None = option(None, help="cap on training prompts (after windowing)")
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
@@ -103,7 +108,13 @@ class StageConfig(Generic[O, A]):
     def window_options(self) -> WindowOptions:
         o = self.options
         return WindowOptions(
-            o.window_min, o.window_max, tuple(o.output_formats), o.reasoning_rate, True, self.training.seed
+            o.window_min,
+            o.window_max,
+            tuple(o.output_formats),
+            o.reasoning_rate,
+            True,
+            self.training.seed,
+            o.word_hints,
         )
 
     def peft_config(self):
@@ -253,6 +264,9 @@ def train_and_save(trainer, tokenizer, config: StageConfig) -> tuple[Path, float
         (Path(args.output_dir) / "log_history.json").write_text(history + "\n")
     model_dir = Path(args.output_dir) / ("merged" if config.options.merge else "final")
     save_stage_model(trainer, tokenizer, config.model, model_dir, config.options.merge)
+    if trainer.accelerator.is_main_process:
+        hints = config.options.word_hints
+        save_prompt_card(model_dir, hints, prompt_version(hints))
     return model_dir, seconds
 
 

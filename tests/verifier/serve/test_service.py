@@ -117,3 +117,22 @@ async def test_soft_reward_counts_pitfalls_and_missing_probs_are_unparsable():
     assert hard.reward == pytest.approx(0.5) and hard.probs is None  # the pitfall judged support: -0.5
     (missing,) = await RewardService(ProbsJudge(None)).judge_items(items, options=soft)
     assert missing.reward is None and missing.labels is None and missing.reason == "unparsable"
+
+
+@pytest.mark.vllm
+async def test_items_take_turns_in_arrival_order_and_the_deadline_runs_from_the_turn(vllm_server, tmp_path):
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
+
+    trace = tmp_path / "turns.jsonl"
+    config = LLMConfig([vllm_server.base_url], vllm_server.model_name, trace_path=str(trace))
+    items = [Item(QUESTION, f"{RESPONSE} (i{k})", rubrics(3, f"i{k}")) for k in range(6)]
+    async with LLMClient(config) as client:
+        service = RewardService(LLMJudge(client, window=10), items_at_once=2)
+        results = await service.judge_items(items)
+    assert all(r.reward is not None for r in results)
+    timing = spans([json.loads(line) for line in trace.read_text().splitlines()])
+    starts = sorted((start, tag) for (tag, _), (start, _) in timing.items())
+    assert [tag for _, tag in starts] == [f"i{k}" for k in range(6)]  # first come, first judged
+    for start, _ in starts:  # never more than two items at the engine
+        assert sum(begin <= start < end for begin, end in timing.values()) <= 2

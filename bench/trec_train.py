@@ -1,0 +1,90 @@
+"""Train the TREC RAG 2024 verifier rows: one model per topic-grouped dev fold, then one on all of dev.
+
+Each fold model never sees its fold's topics, so judging the fold with it gives out-of-fold dev predictions:
+the only place recipes and calibrated thresholds are chosen (``bench/trec_rag24.py --cv-manifest``). The
+model trained on all of dev is the one whose row reads test. Every run is a plain
+``rubric-verifier train sft`` command (printed and recorded); a fold whose merged model exists is skipped, so
+an interrupted run resumes where it stopped.
+
+    flock /tmp/rv-heavy.lock .venv/bin/python bench/trec_train.py --recipe recipes/trec-dev.yaml
+    .venv/bin/python bench/trec_rag24.py --cv-manifest runs/trec/manifest.json --name gemma-270m-hints
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sklearn.model_selection import GroupKFold
+
+logger = logging.getLogger("bench.trec_train")
+ROOT = Path(__file__).resolve().parents[1]
+TREC_DIR = next(
+    (p / "shared" / "data" / "trec_rag24" for p in ROOT.parents[:2] if (p / "shared" / "data").is_dir()),
+    ROOT.parent / "shared" / "data" / "trec_rag24",
+)
+
+
+def fold_topics(records: list[dict], n_folds: int) -> list[list[str]]:
+    """The held-out topics (qids) of each fold, deterministic: sklearn's GroupKFold over the records."""
+    qids = [record["qid"] for record in records]
+    return [
+        sorted({qids[i] for i in held_out})
+        for _, held_out in GroupKFold(n_splits=n_folds).split(qids, groups=qids)
+    ]
+
+
+def train(recipe: str, data: Path, output_dir: Path, extra: list[str]) -> dict:
+    """One ``train sft`` run in its own process (its memory is returned when it ends); skipped if done."""
+    command = [
+        sys.executable, "-m", "verifier.cli", "train", "sft", "--recipe", recipe,
+        "--data", str(data), "--output_dir", str(output_dir), *extra,
+    ]  # fmt: skip
+    merged = output_dir / "merged"
+    shown = " ".join(shlex.quote(part) for part in command[1:])
+    if (merged / "prompt.json").is_file():
+        logger.info("done already: %s", merged)
+        return {"model": str(merged), "command": shown, "skipped": True}
+    logger.info("training: %s", shown)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    return {"model": str(merged), "command": shown, "train_s": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="recipes/trec-dev.yaml")
+    parser.add_argument("--dev", default=str(TREC_DIR / "dev.jsonl"))
+    parser.add_argument("--folds", type=int, default=3, help="topic-grouped dev folds (27 topics)")
+    parser.add_argument("--out", default="runs/trec", help="fold models, data subsets and manifest.json")
+    parser.add_argument("--skip-final", action="store_true", help="fold models only (recipe selection)")
+    parser.add_argument("extra", nargs="*", help="more `train sft` flags, after --")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [json.loads(line) for line in Path(args.dev).read_text().splitlines() if line.strip()]
+    manifest: dict = {"recipe": args.recipe, "dev": args.dev, "extra": args.extra, "folds": []}
+    for k, held_out in enumerate(fold_topics(records, args.folds)):
+        subset = out / f"fold{k}" / "train.jsonl"
+        subset.parent.mkdir(parents=True, exist_ok=True)
+        subset.write_text("".join(json.dumps(r) + "\n" for r in records if r["qid"] not in set(held_out)))
+        run = train(args.recipe, subset, out / f"fold{k}", args.extra)
+        manifest["folds"].append({"held_out_qids": held_out, **run})
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if not args.skip_final:
+        manifest["final"] = train(args.recipe, Path(args.dev), out / "all", args.extra)
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(json.dumps(manifest, indent=1))
+
+
+if __name__ == "__main__":
+    main()
