@@ -295,10 +295,37 @@ def _labels_probs(examples: list, judged: list[dict]) -> tuple[list[str], list[d
     return labels, probs, unjudgeable
 
 
+def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Namespace) -> dict:
+    """Out-of-fold dev judgements (each fold's topics judged by the model trained without them) and test
+    judged by the model trained on all of dev, from ``bench/trec_train.py``'s manifest."""
+    manifest = json.loads(manifest_path.read_text())
+    if "final" not in manifest:
+        raise SystemExit(f"{manifest_path}: no all-dev model (run bench/trec_train.py without --skip-final)")
+    by_id: dict[str, dict] = {}
+    for fold in manifest["folds"]:
+        held = set(fold["held_out_qids"])
+        examples = [example for example in dev if example.qid in held]
+        judged = cached_judgements(Path(fold["model"]), examples, [], args, only="dev")["dev"]
+        by_id |= {result["response_id"]: result for result in judged}
+    missing = [example.response_id for example in dev if example.response_id not in by_id]
+    if missing:
+        raise SystemExit(f"{manifest_path}: no fold holds out {missing[:3]} (a manifest of another dev set?)")
+    final = Path(manifest["final"]["model"])
+    test_judged = cached_judgements(final, [], test, args, only="test")["test"]
+    return {"dev": [by_id[example.response_id] for example in dev], "test": test_judged, "model": final}
+
+
 def llm_rows(
-    model_dir: Path, name: str, trained_on: str, dev: list, test: list, args: argparse.Namespace
+    model_dir: Path,
+    name: str,
+    trained_on: str,
+    dev: list,
+    test: list,
+    args: argparse.Namespace,
+    judged: dict | None = None,
 ) -> list[dict]:
-    judged = cached_judgements(model_dir, dev, test, args)
+    """Greedy and calibrated rows; ``judged`` (out-of-fold dev, test) stands in for judging both here."""
+    judged = judged or cached_judgements(model_dir, dev, test, args)
     dev_gold, dev_topics = flat(dev)
     test_gold, test_topics = flat(test)
     dev_labels, dev_probs, dev_bad = _labels_probs(dev, judged["dev"])
@@ -362,7 +389,13 @@ def main() -> None:
     parser.add_argument("--baselines", nargs="*", default=["majority", "lexical", "embedding"])
     parser.add_argument("--zero-shot", default=str(default_models_dir() / "gemma-3-270m"), help="'' to skip")
     parser.add_argument("--model", action="append", default=[], help="trained model dir (repeatable)")
-    parser.add_argument("--name", action="append", default=[], help="row name of each --model")
+    parser.add_argument(
+        "--cv-manifest", action="append", default=[],
+        help="bench/trec_train.py's manifest.json: dev judged out of fold, test by its all-dev model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--name", action="append", default=[], help="row name of each --model, then of each --cv-manifest"
+    )
     parser.add_argument("--trained-on", action="append", default=[], help="training data of each --model")
     parser.add_argument("--save-calibration", default=None, help="write calibration.json (last model) here")
     parser.add_argument("--save-calibration-method", default="bias", choices=["bias", "score"])
@@ -398,6 +431,11 @@ def main() -> None:
     for i, path in enumerate(args.model):
         name = args.name[i] if i < len(args.name) else Path(path).name
         models.append((Path(path), name, args.trained_on[i] if i < len(args.trained_on) else "dev.jsonl"))
+    cv_names = args.name[len(args.model) :]
+    cv_models = [
+        (Path(path), cv_names[i] if i < len(cv_names) else Path(path).parent.name)
+        for i, path in enumerate(args.cv_manifest)
+    ]
     if args.judge_only:
         for model_dir, _, _ in models:
             cached_judgements(
@@ -411,6 +449,10 @@ def main() -> None:
     rows = asyncio.run(baseline_rows(dev, test, args.baselines))
     for model_dir, name, trained_on in models:
         rows += llm_rows(model_dir, name, trained_on, dev, test, args)
+    for manifest, name in cv_models:
+        judged = cv_judgements(manifest, dev, test, args)
+        trained_on = "dev.jsonl (dev figures: out-of-fold models of bench/trec_train.py)"
+        rows += llm_rows(judged["model"], name, trained_on, dev, test, args, judged=judged)
     Path(args.output).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
 
