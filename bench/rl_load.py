@@ -134,8 +134,11 @@ def main() -> int:
                 )
                 logger.info("%s", rows[-1])
         finally:
-            gateway.terminate()
-            gateway.wait(timeout=30)
+            gateway.terminate()  # its answers to clients that timed out are cancelled, so it stops at once
+            try:
+                gateway.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
     flags = sorted({f for f in ("avx512_bf16", "avx2") if f in Path("/proc/cpuinfo").read_text()})
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

@@ -15,11 +15,12 @@ A JSON body is read whatever its Content-Type (``curl -d`` sends a form type). W
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
@@ -36,6 +37,7 @@ from verifier.serve.service import BadInput, Item, Metrics, ProbOptions, QueueFu
 from verifier.serve.supervisor import EngineSupervisor
 
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
+T = TypeVar("T")
 
 
 class JudgeItemIn(BaseModel):
@@ -157,6 +159,28 @@ async def json_body(request: Request, model: type[BaseModelT]) -> BaseModelT:
         raise RequestValidationError(errors) from None
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T], poll_s: float = 0.5) -> T:
+    """Await ``work``, cancelling it if the client hangs up first: an RL worker that timed out has gone,
+    and judging its samples anyway would only delay everyone queued behind them."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 def create_app(
     service: RewardService | None = None,
     *,
@@ -214,11 +238,18 @@ def create_app(
         detail = [{"loc": list(exc.loc), "msg": str(exc), "type": "value_error"}]
         return SafeJSONResponse({"detail": detail}, status_code=422)
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        metrics.abandoned.inc()
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+
     @app.post("/v1/judge", response_model=JudgeResponse)
     async def judge(request: Request, service: AdmittedService) -> dict[str, Any]:
         body = await json_body(request, JudgeRequest)
         items = [item.to_item() for item in body.items]
-        results = await service.judge_items(items, body.aggregation, body.options())
+        results = await unless_client_leaves(
+            request, service.judge_items(items, body.aggregation, body.options())
+        )
         return {"results": [result.to_dict() for result in results]}
 
     @app.post("/get_reward", response_model=OpenRLHFResponse)
@@ -226,7 +257,9 @@ def create_app(
         body = await json_body(request, OpenRLHFRequest)
         if not body.query and not body.prompts and not body.labels:
             return {"rewards": [], "scores": [], "extra_logs": {}}  # OpenRLHF's idle ranks send empty lists
-        return await openrlhf_rewards(service, body.query, body.prompts, body.labels)
+        return await unless_client_leaves(
+            request, openrlhf_rewards(service, body.query, body.prompts, body.labels)
+        )
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:

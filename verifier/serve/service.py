@@ -163,6 +163,10 @@ class Metrics:
             "rv_queued_windows", "rubric windows admitted, not yet answered", registry=r
         )
         self.rejected = Counter("rv_rejected", "requests refused before judging", ["reason"], registry=r)
+        self.abandoned = Counter(
+            "rv_abandoned_requests", "requests whose client hung up before the answer; their judging stopped",
+            registry=r,
+        )  # fmt: skip
 
 
 def parse_rubrics(value: Any, where: tuple[str | int, ...]) -> list[Rubric]:

@@ -401,3 +401,21 @@ async def test_many_single_sample_requests_are_all_admitted(gateway):
         answers = await asyncio.gather(*(client.post(url, json=body) for _ in range(300)))
     assert [a.status_code for a in answers] == [200] * 300
     assert all(a.json()["results"][0]["reward"] is not None for a in answers)
+
+
+@pytest.mark.vllm
+def test_a_client_that_hangs_up_stops_its_judging(gateway):
+    """An RL worker whose timeout fired has gone: the gateway cancels its work instead of finishing it."""
+    before = metric(httpx.get(f"{gateway.url}/metrics").text, "rv_abandoned_requests_total")
+    rubrics = [f"The response names fact {i} of the river." for i in range(10)]
+    items = [{"question": "Which river?", "response": f"Sella {k}.", "rubrics": rubrics} for k in range(64)]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gateway.url}/v1/judge", json={"items": items}, timeout=httpx.Timeout(10, read=1.0))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        if metric(text, "rv_abandoned_requests_total") > before and metric(text, "rv_inflight_requests") == 0:
+            break
+        time.sleep(0.5)
+    assert metric(text, "rv_abandoned_requests_total") == before + 1
+    assert metric(text, "rv_inflight_requests") == 0 and metric(text, "rv_queued_windows") == 0
