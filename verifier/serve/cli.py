@@ -74,6 +74,11 @@ class ServeConfig:
     queue_wait_s: float = option(
         50.0, help="how long /get_reward waits for room before its samples come back unjudgeable (overloaded)"
     )
+    reward_deadline_s: float = option(
+        170.0,
+        help="/get_reward answers within this many seconds (inside OpenRLHF's 180 s client timeout): samples "
+        "not judged by then come back unjudgeable (overloaded) instead of the client timing out",
+    )
     keep_alive_s: float = option(
         75.0,
         help="seconds the gateway keeps an idle client connection open; longer than clients' own idle "
@@ -159,7 +164,12 @@ async def open_service(
         trace_path=config.trace_path,
     )
     limits = Limits(
-        config.max_items, config.max_rubrics, config.max_chars, config.max_queued_windows, config.queue_wait_s
+        config.max_items,
+        config.max_rubrics,
+        config.max_chars,
+        config.max_queued_windows,
+        config.queue_wait_s,
+        config.reward_deadline_s,
     )
     calibration = (
         Calibration.load(config.calibration) if config.calibration else find_calibration(config.model or None)

@@ -32,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rubric_pipeline.core.records import RubricList
 from verifier.judge.reward import Aggregation
+from verifier.serve.metrics import Metrics
 from verifier.serve.openrlhf import openrlhf_rewards
-from verifier.serve.service import BadInput, Item, Metrics, ProbOptions, QueueFull, RewardService, TooLarge
+from verifier.serve.service import BadInput, Item, ProbOptions, QueueFull, RewardService, TooLarge
 from verifier.serve.supervisor import EngineSupervisor
 
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)

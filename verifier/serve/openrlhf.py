@@ -118,7 +118,11 @@ async def openrlhf_rewards(
     built = _items(service, query, prompts, labels)
     judgeable = [item for item, error in built if error is None]
     try:
-        judged = iter(await service.judge_items(judgeable, wait_s=service.limits.queue_wait_s))
+        judged = iter(
+            await service.judge_items(
+                judgeable, wait_s=service.limits.queue_wait_s, answer_within_s=service.limits.answer_within_s
+            )
+        )
     except QueueFull as exc:
         judged = iter(service.unjudgeable(judgeable, OVERLOADED, str(exc)))
     results = [

@@ -19,18 +19,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from rubric_pipeline.core.records import RecordError, Rubric, RubricSet, iter_jsonl, parse_rubric_list
 from verifier.judge.guard import DEGENERATE, is_degenerate
 from verifier.judge.judges import Judgement, Reason
 from verifier.judge.reward import Aggregation, score, score_expected
 from verifier.serve.admission import QueueFull, WorkQueue, windows_of
 from verifier.serve.contract import STAT_KEYS
+from verifier.serve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 # Reasons a result carries (typed: :class:`~verifier.judge.judges.Reason`); "degenerate" scores 0, every
 # other one leaves the reward None.
@@ -64,6 +62,7 @@ class Limits:
     max_chars: int = 60_000
     max_queued_windows: int = 32_768
     queue_wait_s: float = 50.0
+    answer_within_s: float | None = 170.0  # /get_reward: inside OpenRLHF's 180 s client timeout
 
 
 @dataclass
@@ -129,44 +128,9 @@ def item_stats(result: ItemResult, rubrics: Sequence[Rubric], latency_s: float) 
     }
 
 
-@dataclass
-class Metrics:
-    """Prometheus metrics in a private registry (several services may live in one process)."""
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        r = self.registry
-        self.requests = Counter(
-            "rv_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
-        )
-        self.request_latency = Histogram(
-            "rv_request_latency_seconds", "request latency", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r
-        )
-        self.judgements = Counter("rv_judgements", "items answered, by outcome", ["outcome"], registry=r)
-        self.rubric_judgements = Counter("rv_rubric_judgements", "rubric labels produced", registry=r)
-        self.unjudgeable = Counter(
-            "rv_unjudgeable", "items left without a reward, by reason", ["reason"], registry=r
-        )
-        self.item_latency = Histogram(
-            "rv_item_latency_seconds", "latency of one item's judgement", buckets=LATENCY_BUCKETS, registry=r
-        )
-        self.engine_errors = Counter(
-            "rv_engine_errors", "engine failures (errors and timeouts)", ["kind"], registry=r
-        )
-        self.inflight = Gauge("rv_inflight_requests", "requests queued or being judged", registry=r)
-        self.engine_up = Gauge("rv_engine_up", "1 while an engine is in rotation", ["engine"], registry=r)
-        self.engine_restarts = Counter(
-            "rv_engine_restarts", "restarts of engines this server started", ["engine"], registry=r
-        )
-        self.queued_windows = Gauge(
-            "rv_queued_windows", "rubric windows admitted, not yet answered", registry=r
-        )
-        self.rejected = Counter("rv_rejected", "requests refused before judging", ["reason"], registry=r)
-        self.abandoned = Counter(
-            "rv_abandoned_requests", "requests whose client hung up before the answer; their judging stopped",
-            registry=r,
-        )  # fmt: skip
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (a ``perf_counter`` time; at least a millisecond), or None for none."""
+    return None if deadline is None else max(0.001, deadline - time.perf_counter())
 
 
 def parse_rubrics(value: Any, where: tuple[str | int, ...]) -> list[Rubric]:
@@ -287,36 +251,58 @@ class RewardService:
         options: ProbOptions | None = None,
         *,
         wait_s: float | None = None,
+        answer_within_s: float | None = None,
     ) -> list[ItemResult]:
-        """Results in item order; ``wait_s`` waits that long for room in the queue instead of refusing."""
+        """Results in item order; ``wait_s`` waits that long for room in the queue instead of refusing;
+        ``answer_within_s``: an item not judged by then comes back unjudgeable (``overloaded``), so that
+        a client with a fixed timeout gets an answer, not a timeout."""
         options = options or ProbOptions()
         self.check_size(items)
         self.check_options(options)
+        deadline = None if answer_within_s is None else time.perf_counter() + answer_within_s
         async with self.slot(items, wait_s):
             return list(
-                await asyncio.gather(*(self.judge_item(item, aggregation, options) for item in items))
+                await asyncio.gather(
+                    *(self.judge_item(item, aggregation, options, deadline) for item in items)
+                )
             )
 
     async def judge_item(
-        self, item: Item, aggregation: Aggregation | str | None = None, options: ProbOptions | None = None
+        self,
+        item: Item,
+        aggregation: Aggregation | str | None = None,
+        options: ProbOptions | None = None,
+        deadline: float | None = None,
     ) -> ItemResult:
         started = time.perf_counter()
-        result = await self._judge_item(item, aggregation, started, options or ProbOptions())
+        result = await self._judge_item(item, aggregation, started, options or ProbOptions(), deadline)
         result.stats = item_stats(result, item.rubrics, time.perf_counter() - started)
         return result
 
     async def _judge_item(
-        self, item: Item, aggregation: Aggregation | str | None, started: float, options: ProbOptions
+        self,
+        item: Item,
+        aggregation: Aggregation | str | None,
+        started: float,
+        options: ProbOptions,
+        deadline: float | None = None,
     ) -> ItemResult:
         try:
             if is_degenerate(item.response):  # before any model call: openers and punctuation score 0
                 return self._count(ItemResult(labels=None, reward=0.0, reason=Reason.DEGENERATE))
             if not item.rubrics:
                 return self._count(ItemResult(None, None, "the item has no rubrics to judge", NO_RUBRICS))
+            late = ItemResult(None, None, "not judged before the answer deadline", OVERLOADED)
             try:
-                async with self._turns:
-                    judgement = await asyncio.wait_for(self._judge(item, options.any), self.item_timeout_s)
+                await asyncio.wait_for(self._turns.acquire(), _left(deadline))
             except TimeoutError:
+                return self._count(late)
+            try:
+                limit = min(self.item_timeout_s, _left(deadline) or self.item_timeout_s)
+                judgement = await asyncio.wait_for(self._judge(item, options.any), limit)
+            except TimeoutError:
+                if limit < self.item_timeout_s:
+                    return self._count(late)
                 self.metrics.engine_errors.labels(TIMEOUT).inc()
                 message = f"no judgement within {self.item_timeout_s:g}s"
                 return self._count(ItemResult(None, None, message, TIMEOUT))
@@ -324,6 +310,8 @@ class RewardService:
                 logger.warning("judging failed: %s", exc)
                 self.metrics.engine_errors.labels(ENGINE_ERROR).inc()
                 return self._count(ItemResult(None, None, f"{type(exc).__name__}: {exc}", ENGINE_ERROR))
+            finally:
+                self._turns.release()
             if judgement.labels is None:
                 reason = judgement.reason or ENGINE_ERROR
                 if reason in (ENGINE_ERROR, TIMEOUT):

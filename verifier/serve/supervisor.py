@@ -25,7 +25,7 @@ from rubric_pipeline.core.config import option
 
 if TYPE_CHECKING:
     from verifier.serve.engine import VLLMEngine
-    from verifier.serve.service import Metrics
+    from verifier.serve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 

@@ -136,3 +136,22 @@ async def test_items_take_turns_in_arrival_order_and_the_deadline_runs_from_the_
     assert [tag for _, tag in starts] == [f"i{k}" for k in range(6)]  # first come, first judged
     for start, _ in starts:  # never more than two items at the engine
         assert sum(begin <= start < end for begin, end in timing.values()) <= 2
+
+
+@pytest.mark.vllm
+async def test_samples_past_the_answer_deadline_come_back_overloaded_in_time(vllm_server):
+    """/get_reward's deadline: a client with a fixed timeout (OpenRLHF: 180 s) gets an answer in time."""
+    import time
+
+    from rubric_pipeline.core.llm import LLMClient, LLMConfig
+    from verifier.judge.judges import LLMJudge
+
+    items = [Item(QUESTION, f"{RESPONSE} (d{k})", rubrics(10, f"d{k}")) for k in range(16)]
+    async with LLMClient(LLMConfig([vllm_server.base_url], vllm_server.model_name)) as client:
+        service = RewardService(LLMJudge(client, window=10), items_at_once=1)
+        started = time.perf_counter()
+        results = await service.judge_items(items, answer_within_s=1.0)
+        waited = time.perf_counter() - started
+    assert waited < 4.0  # the deadline, plus the cancellation of the item being judged
+    assert {r.reason for r in results} <= {None, "overloaded"} and results[-1].reason == "overloaded"
+    assert all((r.reward is None) == (r.reason == "overloaded") for r in results)
