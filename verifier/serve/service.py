@@ -128,11 +128,6 @@ def item_stats(result: ItemResult, rubrics: Sequence[Rubric], latency_s: float) 
     }
 
 
-def _left(deadline: float | None) -> float | None:
-    """Seconds until ``deadline`` (a ``perf_counter`` time; at least a millisecond), or None for none."""
-    return None if deadline is None else max(0.001, deadline - time.perf_counter())
-
-
 def parse_rubrics(value: Any, where: tuple[str | int, ...]) -> list[Rubric]:
     """Rubrics from a list of strings / rubric dicts, or a JSON string of one (OpenRLHF ``labels[i]``)."""
     try:
@@ -259,7 +254,8 @@ class RewardService:
         options = options or ProbOptions()
         self.check_size(items)
         self.check_options(options)
-        deadline = None if answer_within_s is None else time.perf_counter() + answer_within_s
+        loop_time = asyncio.get_running_loop().time()
+        deadline = None if answer_within_s is None else loop_time + answer_within_s  # for asyncio.timeout_at
         async with self.slot(items, wait_s):
             return list(
                 await asyncio.gather(
@@ -292,17 +288,13 @@ class RewardService:
                 return self._count(ItemResult(labels=None, reward=0.0, reason=Reason.DEGENERATE))
             if not item.rubrics:
                 return self._count(ItemResult(None, None, "the item has no rubrics to judge", NO_RUBRICS))
-            late = ItemResult(None, None, "not judged before the answer deadline", OVERLOADED)
             try:
-                await asyncio.wait_for(self._turns.acquire(), _left(deadline))
+                async with asyncio.timeout_at(deadline) as answer_by, self._turns:
+                    judgement = await asyncio.wait_for(self._judge(item, options.any), self.item_timeout_s)
             except TimeoutError:
-                return self._count(late)
-            try:
-                limit = min(self.item_timeout_s, _left(deadline) or self.item_timeout_s)
-                judgement = await asyncio.wait_for(self._judge(item, options.any), limit)
-            except TimeoutError:
-                if limit < self.item_timeout_s:
-                    return self._count(late)
+                if answer_by.expired():  # still waiting for a turn, or judging, when the answer was due
+                    late = "not judged before the answer deadline"
+                    return self._count(ItemResult(None, None, late, OVERLOADED))
                 self.metrics.engine_errors.labels(TIMEOUT).inc()
                 message = f"no judgement within {self.item_timeout_s:g}s"
                 return self._count(ItemResult(None, None, message, TIMEOUT))
@@ -310,8 +302,6 @@ class RewardService:
                 logger.warning("judging failed: %s", exc)
                 self.metrics.engine_errors.labels(ENGINE_ERROR).inc()
                 return self._count(ItemResult(None, None, f"{type(exc).__name__}: {exc}", ENGINE_ERROR))
-            finally:
-                self._turns.release()
             if judgement.labels is None:
                 reason = judgement.reason or ENGINE_ERROR
                 if reason in (ENGINE_ERROR, TIMEOUT):
