@@ -164,22 +164,27 @@ class ClientGone(Exception):
     """The client closed the connection before its answer was ready."""
 
 
-async def unless_client_leaves(request: Request, work: Awaitable[T], poll_s: float = 0.5) -> T:
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """Await ``work``, cancelling it if the client hangs up first: an RL worker that timed out has gone,
-    and judging its samples anyway would only delay everyone queued behind them."""
-    task = asyncio.ensure_future(work)
+    and judging its samples anyway would only delay everyone queued behind them. The body has been read,
+    so the next ASGI message is the disconnect; waiting for it costs nothing while the client stays."""
+
+    async def hang_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(hang_up())
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=poll_s)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                raise ClientGone
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise ClientGone
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for pending in (task, gone):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
 
 
 def create_app(
