@@ -17,9 +17,14 @@ from rubric_pipeline.core.text import content_tokens, light_stem, tokens
 MAX_SHOWN = 8  # missing words listed per rubric; more are counted
 
 
-def missing_words(response: str, rubric: str) -> list[str]:
-    """The rubric's content words (first spelling, in order) whose stem is not in the response."""
-    present = set(content_tokens(response, stem=True))
+def response_stems(response: str) -> set[str]:
+    """The stemmed content words of a response: computed once per prompt, matched by every rubric line."""
+    return set(content_tokens(response, stem=True))
+
+
+def missing_words(present: set[str], rubric: str) -> list[str]:
+    """The rubric's content words (first spelling, in order) whose stem is not in ``present``
+    (:func:`response_stems` of the response)."""
     wanted = content_tokens(rubric)
     missing, seen = [], set()
     for word in wanted:
@@ -30,11 +35,11 @@ def missing_words(response: str, rubric: str) -> list[str]:
     return missing
 
 
-def word_hint(response: str, rubric: str) -> str:
-    """The bracketed hint for one rubric line."""
+def word_hint(present: set[str], rubric: str) -> str:
+    """The bracketed hint for one rubric line (``present``: :func:`response_stems` of the response)."""
     if not tokens(rubric):
         return "[no words to match]"
-    missing = missing_words(response, rubric)
+    missing = missing_words(present, rubric)
     if not missing:
         return "[all words found]"
     shown = ", ".join(missing[:MAX_SHOWN])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.prompts import PromptFiles
 from rubric_pipeline.core.records import LABELS
-from verifier.judge.hints import word_hint
+from verifier.judge.hints import response_stems, word_hint
 
 DEFAULT_WINDOW = 10
 OUTPUT_FORMATS: tuple[str, ...] = (
@@ -111,7 +111,8 @@ def render_prompt(
         raise ValueError("a judging prompt needs at least one rubric")
     lines = [_one_line(text) for text in rubric_texts]
     if word_hints:
-        lines = [f"{line} {word_hint(response, line)}" for line in lines]
+        present = response_stems(response)
+        lines = [f"{line} {word_hint(present, line)}" for line in lines]
     numbered = "\n".join(f"{index}. {line}" for index, line in enumerate(lines, start=1))
     tail = PROMPTS.template("rubrics.txt").substitute(rubrics=numbered, n=len(rubric_texts))
     return render_prefix(question, response, output_format, reasoning) + tail

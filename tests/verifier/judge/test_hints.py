@@ -8,30 +8,37 @@ import pytest
 
 from rubric_pipeline.core.errors import ConfigError
 from verifier.judge import prompt
-from verifier.judge.hints import missing_words, model_word_hints, save_prompt_card, word_hint
+from verifier.judge.hints import (
+    missing_words,
+    model_word_hints,
+    response_stems,
+    save_prompt_card,
+    word_hint,
+)
 from verifier.serve.cli import ServeConfig, uses_word_hints
 from verifier.train.data import Window
 
 RESPONSE = "Having a WBC count over 15,000 can be dangerous. It can indicate an underlying infection."
+PRESENT = response_stems(RESPONSE)
 
 
 def test_missing_words_are_the_rubric_words_whose_stem_the_response_lacks() -> None:
-    assert missing_words(RESPONSE, "Treatment is based on the underlying causes") == [
+    assert missing_words(PRESENT, "Treatment is based on the underlying causes") == [
         "treatment",
         "based",
         "causes",
     ]
-    assert missing_words(RESPONSE, "Infections are dangerous") == []  # plural and case still match
+    assert missing_words(PRESENT, "Infections are dangerous") == []  # plural and case still match
 
 
 def test_word_hint_counts_and_caps_the_missing_words() -> None:
-    assert word_hint(RESPONSE, "Infections are dangerous") == "[all words found]"
-    assert word_hint(RESPONSE, "Treatment is based on the underlying cause") == (
+    assert word_hint(PRESENT, "Infections are dangerous") == "[all words found]"
+    assert word_hint(PRESENT, "Treatment is based on the underlying cause") == (
         "[missing 3/4: treatment, based, cause]"
     )
     long = " ".join(f"word{i}" for i in range(12))
-    assert word_hint(RESPONSE, long).endswith("(+4 more)]")
-    assert word_hint(RESPONSE, ":") == "[no words to match]"
+    assert word_hint(PRESENT, long).endswith("(+4 more)]")
+    assert word_hint(PRESENT, ":") == "[no words to match]"
 
 
 def test_hints_annotate_only_the_rubric_lines_and_change_the_version() -> None:
