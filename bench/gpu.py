@@ -83,8 +83,8 @@ def build_model(shape: str, layers: int, out: Path, device: str) -> dict[str, An
     import torch
     from transformers import AutoTokenizer, GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
+    from verifier.hardware import cpu_has_native_bf16
     from verifier.models import build_tiny_model, default_models_dir
-    from verifier.serve.engine import cpu_has_native_bf16
 
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_model(default_models_dir() / "tiny"))
     eos_id, pad_id = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])

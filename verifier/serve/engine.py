@@ -32,6 +32,7 @@ import httpx
 
 from rubric_pipeline.core.config import option
 from rubric_pipeline.core.errors import ConfigError, RubricVerifierError
+from verifier.hardware import cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -129,17 +130,6 @@ def kill_group(pgid: int, sig: int) -> bool:
 
 def group_alive(pgid: int) -> bool:
     return kill_group(pgid, 0)
-
-
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU has bf16 matmul instructions (x86 AVX512-BF16/AMX, Arm BF16); False if unknown."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    flag_lines = [line for line in text.splitlines() if line.startswith(("flags", "Features"))]
-    flags = {flag for line in flag_lines for flag in line.split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def _cuda_available() -> bool:

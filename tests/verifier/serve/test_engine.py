@@ -47,7 +47,7 @@ def test_relative_model_folder_is_made_absolute(tmp_path, monkeypatch):
     ],
 )
 def test_native_bf16_is_read_from_cpu_flags(tmp_path, flags, native):
-    from verifier.serve.engine import cpu_has_native_bf16
+    from verifier.hardware import cpu_has_native_bf16
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\n{flags}\n")

@@ -70,3 +70,14 @@ def test_recipe_values_are_typed_and_unknown_keys_named(tmp_path: Path) -> None:
     recipe.write_text("sft:\n  max_steps: many\n")
     with pytest.raises(ValueError, match=r"section 'sft'.*max_steps"):
         sft_config(recipe)
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_bf16_autocast_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
+    import verifier.hardware
+    from verifier.train.sft import sft_config
+
+    monkeypatch.setattr(verifier.hardware, "cpu_has_native_bf16", lambda: native_bf16)
+    config = sft_config(str(RECIPES / "tiny-cpu.yaml"))
+    assert config.training.bf16 is native_bf16  # chosen at run time: a recipe runs on either CPU kind
+    assert sft_config(str(RECIPES / "tiny-cpu.yaml"), bf16=False).training.bf16 is False
