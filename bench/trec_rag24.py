@@ -15,7 +15,8 @@ expected score), both fitted by maximising macro-F1.
     .venv/bin/python bench/trec_rag24.py --model runs/x/merged --name gemma-sft --trained-on dev.jsonl
 
 Judged LLM outputs are cached under .cache/bench/trec_rag24/ (rerun to recompute figures without the
-engine); writes bench/results/trec_rag24.json.
+engine); writes bench/results/trec_rag24.json, keeping the LLM rows of that file that this run does not
+recompute (``--zero-shot ''`` with a new ``--cv-manifest`` adds a row beside the zero-shot ones).
 """
 
 from __future__ import annotations
@@ -453,8 +454,23 @@ def main() -> None:
         judged = cv_judgements(manifest, dev, test, args)
         trained_on = "dev.jsonl (dev figures: out-of-fold models of bench/trec_train.py)"
         rows += llm_rows(judged["model"], name, trained_on, dev, test, args, judged=judged)
-    Path(args.output).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+    output = Path(args.output)
+    rows = kept_rows(output, rows) + rows
+    output.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {output}")
+
+
+def kept_rows(output: Path, new_rows: list[dict]) -> list[dict]:
+    """LLM rows of the results file that this run did not recompute (each still names its own command);
+    baseline rows are always recomputed, so every interval in the file comes from one code path."""
+    if not output.exists():
+        return []
+    new = {r["judge"] for r in new_rows}
+    old = json.loads(output.read_text(encoding="utf-8"))
+    kept = [r for r in old if r["judge"] not in new and "model_dir" in r]  # LLM rows only
+    for r in kept:
+        logger.info("kept from %s (not rerun): %s", output.name, r["judge"])
+    return kept
 
 
 if __name__ == "__main__":
