@@ -26,6 +26,7 @@ from trl import ModelConfig
 
 from rubric_pipeline.core.config import load_recipe, option
 from rubric_pipeline.core.errors import ConfigError
+from verifier.hardware import bf16_is_fast
 from verifier.judge.hints import save_prompt_card
 from verifier.judge.prompt import prompt_version
 from verifier.train.data import WindowOptions, build_splits, read_labelled
@@ -132,8 +133,6 @@ def _device_defaults() -> dict[str, bool]:
     """bf16 autocast where it is fast (~2x on AVX512-BF16 CPUs, a naive GEMM on AVX2-only ones); on a
     machine without a GPU, transformers accepts bf16 only with ``use_cpu``."""
     import torch
-
-    from verifier.hardware import bf16_is_fast
 
     return {"bf16": bf16_is_fast(), "use_cpu": not torch.cuda.is_available()}
 
