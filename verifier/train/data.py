@@ -9,6 +9,7 @@ is mixed in at a set rate. The split is by question: no qid is in both train and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ class WindowOptions:
     shuffle_rubrics: bool = True
     seed: int = 0
     word_hints: bool = False
+    passes: int = 1  # each example is windowed this many times, each pass with its own rubric order and cuts
 
 
 @dataclass
@@ -129,7 +131,11 @@ def mix_augmentation(
 
 
 def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) -> list[Window]:
-    """Cut each example's rubrics into windows of sampled size; each window samples its output format."""
+    """Cut each example's rubrics into windows of sampled size; each window samples its output format.
+    With ``passes`` > 1 every example is cut again (a new rubric order, new sizes): more varied prompts than
+    an epoch that repeats the same ones."""
+    if options.passes < 1:
+        raise ConfigError(f"window passes must be >= 1, got {options.passes}")
     if not 1 <= options.window_min <= options.window_max:
         raise ConfigError(
             f"need 1 <= window_min <= window_max, got {options.window_min}..{options.window_max}"
@@ -139,7 +145,7 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
         raise ConfigError(f"unknown output formats {unknown}; known: {list(OUTPUT_FORMATS)}")
     rng = random.Random(options.seed)
     windows: list[Window] = []
-    for example in examples:
+    for example in [example for _ in range(options.passes) for example in examples]:
         pairs = [(rubric.text, label) for rubric, label in zip(example.rubrics, example.labels, strict=True)]
         if options.shuffle_rubrics:
             rng.shuffle(pairs)
@@ -199,7 +205,7 @@ def build_splits(
     # Eval measures agreement on real responses: augmented ones are judged by the master-key metric
     eval_plain = [e for e in eval_examples if not is_augmented(e)]
     train = make_windows(train_examples, options)
-    held_out = make_windows(eval_plain, WindowOptions(**{**vars(options), "seed": options.seed + 1}))
+    held_out = make_windows(eval_plain, dataclasses.replace(options, seed=options.seed + 1, passes=1))
     rng = random.Random(options.seed)
     if max_train_windows is not None and len(train) > max_train_windows:
         train = rng.sample(train, max_train_windows)

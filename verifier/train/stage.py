@@ -53,6 +53,9 @@ class StageOptions:
     word_hints: bool = option(
         False, help="annotate each rubric with the content words the response lacks (verifier.judge.hints)"
     )
+    window_passes: int = option(
+        1, help="cut every example into windows this many times, each pass with a new rubric order and cuts"
+    )
     max_train_windows: int | None = option(None, help="cap on training prompts (after windowing)")
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
@@ -116,6 +119,7 @@ class StageConfig(Generic[O, A]):
             True,
             self.training.seed,
             o.word_hints,
+            o.window_passes,
         )
 
     def peft_config(self):

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import LabelledExample, Rubric
 from verifier.judge.prompt import OUTPUT_FORMATS, parse_labels
 from verifier.train.data import WindowOptions, build_splits, make_windows, mix_augmentation, split_by_question
@@ -55,6 +56,23 @@ def test_windows_cover_every_rubric_once_with_its_label() -> None:
             zip([r.text for r in example.rubrics], example.labels, strict=True)
         )
     assert {w.output_format for w in windows} == {"json", "xml", "csv"}
+
+
+def test_window_passes_cut_every_example_again_in_a_new_order() -> None:
+    examples = _examples(n_questions=3, per_question=1, n_rubrics=12)
+    once = make_windows(examples, WindowOptions(window_min=12, window_max=12, seed=1))
+    thrice = make_windows(examples, WindowOptions(window_min=12, window_max=12, seed=1, passes=3))
+    assert len(thrice) == 3 * len(once)
+    for example in examples:
+        orders = [w.rubric_texts for w in thrice if w.response_id == example.response_id]
+        assert len(orders) == 3 and len({tuple(order) for order in orders}) == 3  # reshuffled each pass
+        for window in (w for w in thrice if w.response_id == example.response_id):
+            gold = dict(zip([r.text for r in example.rubrics], example.labels, strict=True))
+            assert [gold[text] for text in window.rubric_texts] == window.labels
+    splits = build_splits(examples, WindowOptions(window_min=12, window_max=12, passes=3), eval_fraction=0.34)
+    assert len(splits.eval) == 1  # the held-out question is windowed once
+    with pytest.raises(ConfigError, match="passes"):
+        make_windows(examples, WindowOptions(passes=0))
 
 
 def test_sft_rows_use_the_served_prompt_and_parse_back() -> None:
