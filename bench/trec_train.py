@@ -2,9 +2,10 @@
 
 Each fold model never sees its fold's topics, so judging the fold with it gives out-of-fold dev predictions:
 the only place recipes and calibrated thresholds are chosen (``bench/trec_rag24.py --cv-manifest``). The
-model trained on all of dev is the one whose row reads test. Every run is a plain
-``rubric-verifier train sft`` command (printed and recorded); a fold whose merged model exists is skipped, so
-an interrupted run resumes where it stopped.
+model trained on all of dev is the one whose row reads test. Every run is plain ``rubric-verifier`` commands
+(printed and recorded): ``augment`` of the training topics' answers when the recipe has an ``augment``
+section (master keys built from those topics only, mixed in at the recipe's ``augment_rate``), then
+``train sft``; a fold whose merged model exists is skipped, so an interrupted run resumes where it stopped.
 
     flock /tmp/rv-heavy.lock .venv/bin/python bench/trec_train.py --recipe recipes/trec-dev.yaml
     .venv/bin/python bench/trec_rag24.py --cv-manifest runs/trec/manifest.json --name gemma-270m-hints
@@ -41,21 +42,43 @@ def fold_topics(records: list[dict], n_folds: int) -> list[list[str]]:
     ]
 
 
+def run_cli(*argv: str) -> str:
+    """One ``rubric-verifier`` command in its own process (its memory is returned when it ends)."""
+    command = [sys.executable, "-m", "verifier.cli", *argv]
+    logger.info("running: %s", shlex.join(command[1:]))
+    subprocess.run(command, check=True, cwd=ROOT)
+    return shlex.join(command[1:])
+
+
+def augmented(recipe: str, data: Path, folder: Path) -> tuple[Path, str | None]:
+    """``data`` with the recipe's master-key negatives added (its ``augment`` section), or ``data`` itself."""
+    from rubric_pipeline.core.config import load_recipe
+
+    if "augment" not in load_recipe(recipe):
+        return data, None
+    rows = folder / "train.jsonl"
+    if rows.is_file():
+        return rows, None
+    return rows, run_cli("augment", "--recipe", recipe, "--input", str(data), "--output", str(folder))
+
+
 def train(recipe: str, data: Path, output_dir: Path, extra: list[str]) -> dict:
-    """One ``train sft`` run in its own process (its memory is returned when it ends); skipped if done."""
-    command = [
-        sys.executable, "-m", "verifier.cli", "train", "sft", "--recipe", recipe,
-        "--data", str(data), "--output_dir", str(output_dir), *extra,
-    ]  # fmt: skip
+    """Augment (per the recipe) and train one model on ``data``; skipped if its merged model exists."""
     merged = output_dir / "merged"
-    shown = " ".join(shlex.quote(part) for part in command[1:])
     if (merged / "prompt.json").is_file():
         logger.info("done already: %s", merged)
-        return {"model": str(merged), "command": shown, "skipped": True}
-    logger.info("training: %s", shown)
+        return {"model": str(merged), "skipped": True}
+    data, augment_command = augmented(recipe, data, output_dir / "augmented")
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=ROOT)
-    return {"model": str(merged), "command": shown, "train_s": round(time.perf_counter() - started, 1)}
+    command = run_cli(
+        "train", "sft", "--recipe", recipe, "--data", str(data), "--output_dir", str(output_dir), *extra
+    )
+    return {
+        "model": str(merged),
+        "augment_command": augment_command,
+        "command": command,
+        "train_s": round(time.perf_counter() - started, 1),
+    }
 
 
 def main() -> None:
