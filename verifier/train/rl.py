@@ -4,7 +4,8 @@ The reward is Search-Gen-V's verifiable reward, :func:`verifier.train.rl_reward.
 + 0.35 exact match + 0.2 reasoning-tag credit + 0.1 output-format compliance, 0 on a wrong label count or a
 zero F1. The GRPO dataset rows carry the teacher labels and the requested format as columns, which TRL
 passes to the reward function by name. ``dynamic_sampling`` adds DAPO's filter of groups without reward
-spread (:mod:`verifier.train.dynamic_sampling`); the entropy bonus is TRL's own ``entropy_coef``.
+spread and ``max_num_gen_batches`` its refill of them with new prompts' groups
+(:mod:`verifier.train.dynamic_sampling`); the entropy bonus is TRL's own ``entropy_coef``.
 """
 
 from __future__ import annotations
@@ -40,8 +41,20 @@ class RLOptions(StageOptions):
 
     data: str = option("", help="labelled examples JSONL (teacher labels are the reward's reference)")
     dynamic_sampling: bool = option(
-        False, help="DAPO's filter: leave groups without reward spread out of the loss (no refill)"
+        False, help="DAPO's filter: leave groups without reward spread out of the loss"
     )
+    max_num_gen_batches: int = option(
+        1,
+        help="with dynamic_sampling, DAPO's refill: generation batches per step at most (verl's "
+        "filter_groups.max_num_gen_batches; Search-Gen-V: 5); flat groups are replaced by new prompts' "
+        "groups with spread; 1 = filter only. Generates with transformers (not with use_vllm)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_num_gen_batches < 1:
+            raise ValueError(f"max_num_gen_batches must be at least 1, got {self.max_num_gen_batches}")
+        if self.max_num_gen_batches > 1 and not self.dynamic_sampling:
+            raise ValueError("max_num_gen_batches > 1 (DAPO's refill) needs dynamic_sampling: true")
 
 
 RL = StageSpec(
@@ -112,6 +125,7 @@ def run_rl(config: StageConfig, splits=None) -> StageResult:
         processing_class=tokenizer,
         peft_config=config.peft_config(),
         dynamic_sampling=config.options.dynamic_sampling,
+        max_num_gen_batches=config.options.max_num_gen_batches,
     )
     model_dir, seconds = train_and_save(trainer, tokenizer, config)
     history = list(trainer.state.log_history)

@@ -115,7 +115,9 @@ def test_drop_flat_groups_masks_only_groups_without_spread() -> None:
     assert inputs["completion_mask"].sum() == 9  # the caller's batch is left as it was
 
 
-def _grpo_weights_change(tiny_model_dir: Path, tmp_path: Path, dynamic_sampling: bool) -> tuple[bool, list]:
+def _grpo_weights_change(
+    tiny_model_dir: Path, tmp_path: Path, dynamic_sampling: bool, max_num_gen_batches: int = 1
+) -> tuple[bool, list]:
     import torch
     from safetensors.torch import load_file
 
@@ -130,6 +132,7 @@ def _grpo_weights_change(tiny_model_dir: Path, tmp_path: Path, dynamic_sampling:
         model_name_or_path=str(tiny_model_dir), data=str(data), output_dir=str(out), max_train_windows=2,
         per_device_train_batch_size=2, num_generations=2, max_completion_length=8, max_steps=1,
         learning_rate=1e-2, entropy_coef=0.5, dynamic_sampling=dynamic_sampling, window_max=2,
+        max_num_gen_batches=max_num_gen_batches,
     )  # fmt: skip
     result = run_rl(config)
     before, after = (
@@ -148,3 +151,85 @@ def test_dynamic_sampling_leaves_flat_groups_out_of_the_update(tiny_model_dir: P
     changed, history = _grpo_weights_change(tiny_model_dir, tmp_path, dynamic_sampling=True)
     assert not changed
     assert [entry["dynamic_sampling/kept_groups"] for entry in history if "loss" in entry] == [0.0]
+
+
+def test_refill_needs_the_filter_and_a_positive_count() -> None:
+    from rubric_pipeline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs dynamic_sampling"):
+        rl_config(output_dir="/tmp/x", max_num_gen_batches=2)
+    with pytest.raises(ConfigError, match="at least 1"):
+        rl_config(output_dir="/tmp/x", dynamic_sampling=True, max_num_gen_batches=0)
+    assert (
+        rl_config(
+            output_dir="/tmp/x", dynamic_sampling=True, max_num_gen_batches=5
+        ).options.max_num_gen_batches
+        == 5
+    )
+
+
+def _spread_reward(completions, completion_ids, kind, **kwargs) -> list[float]:
+    """0 for every completion of a "flat" row, else a value of its tokens (random tokens differ)."""
+    return [0.0 if k == "flat" else (sum(ids) % 97) / 97 for ids, k in zip(completion_ids, kind, strict=True)]
+
+
+def _refill_step(tiny_model_dir: Path, tmp_path: Path, max_num_gen_batches: int) -> tuple[bool, dict]:
+    """One GRPO step on 2 groups whose prompts (rows 0, 1: TRL's order with shuffle off) are flat; rows 2-3
+    are flat too, rows 4-7 get reward spread. Returns whether the weights changed, and the step's log."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from verifier.train.data import to_dataset
+    from verifier.train.dynamic_sampling import DynamicSamplingGRPOTrainer
+
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}: label the rubric."}],
+            "kind": "flat" if i < 4 else "spread",
+        }
+        for i in range(8)
+    ]
+    args = rl_config(
+        output_dir=str(tmp_path / f"refill-{max_num_gen_batches}"), per_device_train_batch_size=4,
+        num_generations=2, max_completion_length=8, max_steps=1, learning_rate=1e-2, temperature=1.0,
+        shuffle_dataset=False,
+    ).training  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    trainer = DynamicSamplingGRPOTrainer(
+        model=model, reward_funcs=[_spread_reward], args=args, train_dataset=to_dataset(rows),
+        processing_class=AutoTokenizer.from_pretrained(str(tiny_model_dir)),
+        max_num_gen_batches=max_num_gen_batches,
+    )  # fmt: skip
+    trainer.train()
+    changed = any(not torch.equal(before[name], param) for name, param in model.named_parameters())
+    (step,) = [entry for entry in trainer.state.log_history if "loss" in entry]
+    return changed, step
+
+
+def test_refill_replaces_flat_groups_with_new_prompts_groups_and_trains(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Filter only: both groups of the batch are flat, nothing is left to train on. With the refill, new
+    prompts are drawn until both slots hold a group with spread; TRL's own reward and advantage see them."""
+    changed, step = _refill_step(tiny_model_dir, tmp_path, max_num_gen_batches=1)
+    assert not changed
+    assert step["frac_reward_zero_std"] == 1.0 and step["dynamic_sampling/kept_groups"] == 0.0
+    assert "dynamic_sampling/gen_batches" not in step  # TRL's own generation: no rollout_func
+    changed, step = _refill_step(tiny_model_dir, tmp_path, max_num_gen_batches=5)
+    assert changed
+    assert step["frac_reward_zero_std"] == 0.0 and step["dynamic_sampling/kept_groups"] == 1.0
+    assert step["dynamic_sampling/refilled_groups"] == 1.0 and 2 <= step["dynamic_sampling/gen_batches"] <= 5
+    assert step["reward"] > 0.0  # scored by TRL against the refilled rows' own "kind" column
+
+
+def test_refill_stops_after_max_num_gen_batches(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The random tiny model never earns a label reward: every group stays flat, so the refill (via run_rl)
+    draws exactly max_num_gen_batches generation batches, keeps the flat groups and the filter drops them."""
+    changed, history = _grpo_weights_change(
+        tiny_model_dir, tmp_path, dynamic_sampling=True, max_num_gen_batches=3
+    )
+    (step,) = [entry for entry in history if "loss" in entry]
+    assert not changed
+    assert step["dynamic_sampling/gen_batches"] == 3.0 and step["dynamic_sampling/refilled_groups"] == 0.0
+    assert step["dynamic_sampling/kept_groups"] == 0.0
