@@ -250,6 +250,7 @@ def main() -> int:
             monitor = [
                 {
                     "step": entry["step"],
+                    "train_seconds": entry.get("eval_train_seconds"),
                     "accuracy": entry["eval_teacher_forced_label_accuracy"],
                     "skipped_prompts": entry["eval_skipped_prompts"],
                 }

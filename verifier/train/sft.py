@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -233,18 +234,24 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
     batch_size = config.training.per_device_eval_batch_size
 
     class AgreementCallback(TrainerCallback):
-        """Label agreement on held-out questions every ``eval_steps`` and at the end of training."""
+        """Label agreement on held-out questions every ``eval_steps`` and at the end of training, with the
+        training seconds so far (evaluation time left out): the points of a time-to-quality curve."""
 
         def __init__(self) -> None:
             self.last: dict[str, float] | None = None
             self.steps_run = 0
+            self.started = time.perf_counter()
+            self.eval_seconds = 0.0
 
         def _evaluate(self, state, model) -> None:
+            began = time.perf_counter()
             if options.eval_mode == "teacher_forced":
                 metrics = teacher_forced_label_accuracy(model, tokenizer, windows)
             else:
                 metrics = label_agreement(model, tokenizer, windows, options.eval_max_new_tokens, batch_size)
             metrics["step"] = state.global_step
+            metrics["train_seconds"] = round(began - self.started - self.eval_seconds, 1)
+            self.eval_seconds += time.perf_counter() - began
             self.last = metrics
             state.log_history.append(
                 {f"eval_{k}": v for k, v in metrics.items()} | {"step": state.global_step}
@@ -254,6 +261,7 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
             logger.info("held-out label agreement at step %d: %s", state.global_step, metrics)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.started, self.eval_seconds = time.perf_counter(), 0.0
             if every and windows and state.global_step == 0:  # the starting point
                 self._evaluate(state, model)
 

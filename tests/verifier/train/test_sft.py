@@ -214,3 +214,4 @@ def test_train_sft_command_reports_the_held_out_eval(
     assert expected in printed, printed
     lines = (tmp_path / "sft" / "agreement.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["step"] == 1
+    assert json.loads(lines[0])["train_seconds"] > 0  # a time-to-quality point: training time, eval left out
