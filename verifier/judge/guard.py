@@ -41,7 +41,9 @@ thanks thank happy help glad need needs carefully logically systematically metho
 rubric rubrics criterion criteria nugget nuggets label labels labelled labeled support supports supported
 supporting partial partially partial_support not_support ignore ignored previous prior instructions
 instruction mark rate grade output judge judgement judgment verifier evaluator assistant system user json
-every all each lorem ipsum blah etc ellipsis reply replying tldr tl dr
+every all each lorem ipsum dolor sit amet consectetur adipiscing blah etc ellipsis reply replying tldr tl dr
+ask asking asked provide providing research researched relevant web fully satisfy satisfies satisfied
+hello hi hey greetings placeholder null undefined
 vamos pensar pensemos piensa paso pasos resolver resolvamos problema respuesta solución solucion pregunta
 aquí aqui primero analicemos veamos razonamiento razonemos análisis analisis explicación según
 réponse reponse étape etape étapes pensons réfléchissons reflechissons réflexion reflexion voici voilà
@@ -55,7 +57,8 @@ cevap yanıt yanit çözüm cozum adım adim düşünelim dusunelim soru önce
 jawaban solusi langkah mari kita berpikir pikirkan pertanyaan pertama
 trả lời giải pháp bước hãy suy nghĩ câu hỏi
 odpowiedź odpowiedz rozwiązanie rozwiazanie krok pomyślmy pomyslmy pytanie najpierw
-ответ ответа решение шаг шагом давайте подумаем рассуждение вопрос задача сначала итак разберём разберем
+ответ ответа решение шаг шагом шагам шаги давайте подумаем рассуждение вопрос задача сначала итак
+разберём разберем
 відповідь рішення крок давайте подумаємо питання
 الإجابة الاجابة الجواب إجابة الحل حل خطوة بخطوة لنفكر دعنا دعونا نفكر السؤال أولا التفكير
 תשובה פתרון שלב בשלב בואו נחשוב
@@ -67,7 +70,8 @@ odpowiedź odpowiedz rozwiązanie rozwiazanie krok pomyślmy pomyslmy pytanie na
 # Function words: neutral, neither content nor meta ("It is." is an answer; "Here is the answer." is not).
 _FUNCTION = """
 a an the is are was were be been being am it its this that these those there to of for and or so by on in
-at as with from into onto about through up down out over my our your their me us we i you he she they
+at as with from into onto about through after before up down out over my our your their me us we i you
+he she they
 will would can could should shall may might must do does did have has had s ll d re ve t m let's
 what which who how why when where whether if than very just also really please shall
 el la los las un una es está esta son de del por para y o con en lo que al su sus mi
@@ -94,7 +98,8 @@ _CJK_META = """
 让我们一步一步地 一步一步地 一步一步 一步步 逐步 思考过程 思考 思路 推理过程 推理 解题思路 解题 解答 解决 问题
 答案 回答 答 解析 解 分析 首先 步骤 第一步 好的 嗯 我们来 我来 想一想 想想 过程 结论 总结 根据 检索 文档 资料
 讓我們 一步一步地 思考過程 問題 答案 回答 解決 步驟 首先 好的
-答え 回答 解答 解説 かいせつ こたえ 解き方 考え方 考えて 考えましょう 考えます 考える 思考 ステップ 段階 順番
+答え 回答 解答 解説 かいせつ こたえ 解き方 考え方 考えて 考えましょう 考えます 考える 思考
+ステップバイステップ ステップ 段階 順番
 一歩ずつ 一つずつ 順を追って 問題 質問 まず 最初に 解 答 では それでは えーと ええと うーん 分析 説明 結論
 คำตอบ ทีละขั้นตอน ขั้นตอน มาคิด คิด คำถาม วิธีแก้
 """
@@ -104,6 +109,12 @@ _CJK_FUNCTION = """
 ね よ か な れ さ 一 つ ずつ ず ご ください 下さい
 มา กัน ครับ ค่ะ นะ
 """
+
+# Inflections read as their lexicon word ("steps", "asking", "resolverlo", "fournies", "разберёмся",
+# "шагам"): endings that change the form of a word, not what it is. Derivations ("documentary",
+# "problematic", "workers") are not endings here and stay content.
+_ENDINGS = ("s", "es", "ed", "ing", "ly", "lo", "la", "los", "las", "nos", "mos", "ies", "ée", "ées",
+            "ся", "сь", "ам", "ом", "ами", "ах")  # fmt: skip
 
 META = frozenset(_META.casefold().split())
 FUNCTION = frozenset(_FUNCTION.casefold().split())
@@ -121,6 +132,8 @@ _REFERENCE = re.compile(
 )
 # A list number that opens a line and is followed by text: "1. support"; a bare "42." stays content.
 _ENUMERATOR = re.compile(r"(?m)^\s*\d{1,3}[.):]\s+(?=\S)")
+# A list skeleton: lines holding a list number alone ("1.\n2.\n3."); one such line ("42.") is an answer.
+_BARE_ENUMERATOR = re.compile(r"(?m)^\s*\d{1,3}[.)]\s*$")
 _NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
 _DANGLING = re.compile(r":\s*$")
 
@@ -166,11 +179,19 @@ def _kinds(token: str) -> set[str]:
             return {"content"}
         return {"meta"} if meta else {"function"}
     word = token.casefold()
-    if word in META:
+    if word in META or _inflected(word, META):
         return {"meta"}
     if word in FUNCTION:
         return {"function"}
     return {"content"}
+
+
+def _inflected(word: str, lexicon: frozenset[str]) -> bool:
+    """Whether ``word`` is a lexicon word of three letters or more plus one of :data:`_ENDINGS`."""
+    return any(
+        word.endswith(ending) and len(word) - len(ending) >= 3 and word[: -len(ending)] in lexicon
+        for ending in _ENDINGS
+    )
 
 
 def content_tokens(response: str) -> tuple[list[str], bool]:
@@ -179,6 +200,8 @@ def content_tokens(response: str) -> tuple[list[str], bool]:
     text = unicodedata.normalize("NFKC", response).replace("\u2019", "'").replace("\u02bc", "'")
     stripped = _TAG.sub(" ", text)
     meta = stripped != text  # markup alone is form: an empty <think></think> says nothing
+    if len(_BARE_ENUMERATOR.findall(stripped)) > 1:  # a list skeleton is form
+        stripped, meta = _BARE_ENUMERATOR.sub(" ", stripped), True
     unlabelled = _LABEL.sub(" ", _ENUMERATOR.sub(" ", stripped)).replace("_", " ")
     referenced = _REFERENCE.sub(" ", unlabelled)
     meta = meta or referenced != stripped.replace("_", " ")
