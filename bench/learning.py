@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument(
         "--lr-scheduler", default=None, help="override the SFT schedule (linear, constant...)"
     )
+    parser.add_argument("--window-passes", type=int, default=None, help="override the recipe's window passes")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")
     parser.add_argument(
         "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
@@ -199,6 +200,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    from verifier.hardware import speed_flags
     from verifier.train.data import TrainingSplits
     from verifier.train.rl import rl_config, run_rl
     from verifier.train.sft import run_sft, sft_config
@@ -212,6 +214,7 @@ def main() -> int:
         "num_threads": args.threads,
         "warmup_steps": args.warmup,
         "lr_scheduler_type": args.lr_scheduler,
+        "window_passes": args.window_passes,
     }
     sft_values = {"model_name_or_path": args.model, "seed": args.seed}
     sft_values |= {key: value for key, value in overrides.items() if value is not None}
@@ -235,6 +238,11 @@ def main() -> int:
     results["data"] = {name: s.summary() for name, s in splits.items()} | {
         "eval_examples": len(eval_examples)
     }
+    if args.mode == "demo":
+        from rubric_pipeline.demo_world import generator_version
+
+        results["data"] |= {"world_generator": generator_version(), "questions": args.questions}
+    results["cpu_flags"] = speed_flags()
 
     def record(name: str, model_dir: str, stage=None) -> None:
         """Judge one model and rewrite the results file, so a cut-short run keeps what it measured."""

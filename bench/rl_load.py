@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from verifier.hardware import speed_flags
 from verifier.integrations.openrlhf import rubrics_label
 from verifier.integrations.verl import compute_score
 from verifier.serve.engine import EngineConfig, VLLMEngine, free_port
@@ -139,11 +140,10 @@ def main() -> int:
                 gateway.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 gateway.kill()
-    flags = sorted({f for f in ("avx512_bf16", "avx2") if f in Path("/proc/cpuinfo").read_text()})
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "cpus": os.cpu_count(),
-        "cpu_flags": flags,
+        "cpu_flags": speed_flags(),
         "machine": platform.processor() or platform.machine(),
         "rubrics_per_call": len(RUBRICS),
         "results": rows,

@@ -40,6 +40,7 @@ from verifier.data.augment import (
     per_question_examples,
     truncation_examples,
 )
+from verifier.hardware import speed_flags
 from verifier.judge.guard import is_degenerate
 from verifier.judge.reward import aggregate
 
@@ -210,9 +211,7 @@ def main() -> None:
             rows = asyncio.run(run(args))
     else:
         rows = asyncio.run(run(args))
-    flags = sorted({f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-                    for f in line.split() if f in ("avx2", "avx512_bf16", "avx512f")})  # fmt: skip
-    meta = {"machine": platform.processor() or platform.machine(), "cpu_flags": flags, "judges": rows}
+    meta = {"machine": platform.processor() or platform.machine(), "cpu_flags": speed_flags(), "judges": rows}
     Path(args.output).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"\nwrote {args.output}")
 

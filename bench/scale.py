@@ -36,16 +36,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from verifier import hardware
+
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench.scale")
 BASE_DOCUMENTS = 10_000  # the world holding the planted questions; bigger corpora add background
 BACKGROUND_DOCUMENTS = 50_000  # documents per background world (one seed each)
-
-
-def cpu_flags() -> list[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-    return sorted({flag for flag in wanted if re.search(rf"\b{flag}\b", text)})
 
 
 def peak_rss_gib() -> float:
@@ -212,7 +208,7 @@ def run_size(n_passages: int, args: argparse.Namespace, cache: Path) -> dict[str
         "dense_index": args.dense_index,
         "bm25_backend": args.bm25_backend,
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in (built | served).items()},
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": hardware.speed_flags(),
         "command": f"flock /tmp/rv-heavy.lock .venv/bin/python bench/scale.py --passages {n_passages} "
         f"--encoder {args.encoder} --dense-index {args.dense_index} --bm25-backend {args.bm25_backend}",
     }
@@ -276,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     merged = merge_rows(output, rows)
     output.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-    print(f"CPU flags: {' '.join(cpu_flags())}\n" + format_rows(merged) + f"\nwrote {output}")
+    print(f"CPU flags: {' '.join(hardware.speed_flags())}\n" + format_rows(merged) + f"\nwrote {output}")
     return 0
 
 

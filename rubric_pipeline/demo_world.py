@@ -1,18 +1,18 @@
 """The demo world: a generated fictional corpus whose true nuggets are known, so every stage scores exactly.
 
-Entities (cities, companies, bird species, rivers, inventors) get 4-8 attribute groups; each group is one
-gold nugget holding one or two facts. An entity's facts are rendered into one or two short documents
-(one passage each) with paraphrase templates, and look-alike entities (near-identical names, some shared
-facts) plus background entities act as distractors. Questions ask about one entity. ``make_responses``
-writes answers that cover chosen nuggets fully, partially (one of two facts), wrongly or not at all, with
-the true label per nugget. Everything is deterministic for a seed; lexicon and templates live in
-``demo_world.yaml``.
+Entities (cities, companies, bird species, rivers, inventors) get 4-8 attribute groups, each one gold nugget
+of one or two facts, rendered into one or two short documents with paraphrase templates; look-alike entities
+(near-identical names, some shared facts) and background entities are distractors. A question asks about one
+entity. ``make_responses`` writes answers covering chosen nuggets fully, partially (one of two facts),
+wrongly or not at all, with the true label per nugget. Deterministic for a seed and
+:func:`generator_version`; lexicon and templates live in ``demo_world.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import logging
 import random
 import re
@@ -28,6 +28,13 @@ logger = logging.getLogger(__name__)
 TEMPLATES_PATH = Path(__file__).with_name("demo_world.yaml")
 LABEL_SOURCE = "gold:demo"
 RESPONSE_KINDS = ("complete", "partial", "mixed", "wrong", "lookalike")
+
+
+@functools.cache
+def generator_version() -> str:
+    """A hash of this code and its templates: figures on worlds of one version compare, for one seed."""
+    digest = hashlib.sha256(Path(__file__).read_bytes() + TEMPLATES_PATH.read_bytes())
+    return f"demo-world-{digest.hexdigest()[:12]}"
 
 
 @functools.cache
@@ -241,24 +248,22 @@ def generate_world(
     """Generate ``n_questions`` asked entities, their look-alikes, and background up to ``n_documents``."""
     rng = random.Random(seed)
     namer = _Namer(rng)
-    kinds = list(load_templates()["kinds"])
+    kinds = load_templates()["kinds"]  # kind -> its spec, in the file's order
     entities: list[Entity] = []
     for index in range(n_questions):
-        kind = kinds[index % len(kinds)]
-        original = _make_entity(kind, namer.entity(load_templates()["kinds"][kind]["name"]), rng, namer)
+        kind = list(kinds)[index % len(kinds)]
+        original = _make_entity(kind, namer.entity(kinds[kind]["name"]), rng, namer)
         original.asked = True
         entities.append(original)
         for _ in range(lookalikes):
-            style = load_templates()["kinds"][kind]["name"]
+            style = kinds[kind]["name"]
             entities.append(_make_entity(kind, namer.lookalike(style, original.name), rng, namer, original))
     documents: list[dict[str, str]] = []
     position = 0
     while len(documents) < n_documents:
         if position >= len(entities):  # background entities fill the rest of the corpus
-            kind = rng.choice(kinds)
-            entities.append(
-                _make_entity(kind, namer.entity(load_templates()["kinds"][kind]["name"]), rng, namer)
-            )
+            kind = rng.choice(list(kinds))
+            entities.append(_make_entity(kind, namer.entity(kinds[kind]["name"]), rng, namer))
         entity = entities[position]
         n_docs = min(2 if len(entity.nuggets) >= 6 else 1, n_documents - len(documents))
         documents.extend(_render_documents(entity, len(documents), n_docs, rng))
@@ -266,19 +271,19 @@ def generate_world(
     entities = entities[:position]
     if sum(entity.asked for entity in entities) < n_questions:
         raise ConfigError(
-            f"{n_documents} documents cannot hold {n_questions} questions with their look-alikes"
+            f"{n_documents} documents cannot hold {n_questions} questions and their look-alikes"
         )
 
     questions, gold_nuggets, gold_passages, by_qid = [], {}, {}, {}
     for index, entity in enumerate(entity for entity in entities if entity.asked):
         qid = f"q{index + 1:03d}"
-        template = rng.choice(load_templates()["kinds"][entity.kind]["questions"])
+        template = rng.choice(kinds[entity.kind]["questions"])
         questions.append({"qid": qid, "question": template.format(name=entity.name)})
         gold_nuggets[qid] = [nugget.text for nugget in entity.nuggets]
         gold_passages[qid] = sorted({f"{nugget.doc_id}#0" for nugget in entity.nuggets})
         by_qid[qid] = entity
     logger.info(
-        "demo world: %d entities, %d documents, %d questions", len(entities), len(documents), len(questions)
+        "demo world: %d entities, %d documents, %d questions", *map(len, (entities, documents, questions))
     )
     return DemoWorld(seed, entities, documents, questions, gold_nuggets, gold_passages, by_qid)
 
@@ -383,12 +388,11 @@ def make_responses(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the demo world (corpus, questions, gold, responses).")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--questions", type=int, default=40)
-    parser.add_argument("--documents", type=int, default=400)
+    for flag, default in (("--seed", 0), ("--questions", 40), ("--documents", 400)):
+        parser.add_argument(flag, type=int, default=default)
     args = parser.parse_args(argv)
     world = generate_world(args.seed, n_questions=args.questions, n_documents=args.documents)
-    print(world.write(args.out_dir))
+    print(world.write(args.out_dir), generator_version())
     return 0
 
 

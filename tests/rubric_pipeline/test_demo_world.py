@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rubric_pipeline import demo_world
 from rubric_pipeline.core.records import LABELS, LabelledExample
 from rubric_pipeline.demo_world import LABEL_SOURCE, DemoWorld, Entity, generate_world, make_responses
 
@@ -39,6 +40,19 @@ def test_committed_demo_world_is_reproduced_exactly(world: DemoWorld, tmp_path: 
         assert (tmp_path / name).read_bytes() == (DATA_DIR / name).read_bytes(), (
             f"data/demo/{name} differs from the generator: python -m rubric_pipeline.demo_world data/demo"
         )
+
+
+def test_generator_version_follows_the_templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    version = demo_world.generator_version()
+    assert re.fullmatch(r"demo-world-[0-9a-f]{12}", version) and demo_world.generator_version() == version
+    edited = tmp_path / "demo_world.yaml"
+    edited.write_bytes(demo_world.TEMPLATES_PATH.read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(demo_world, "TEMPLATES_PATH", edited)
+    demo_world.generator_version.cache_clear()
+    try:
+        assert demo_world.generator_version() != version  # figures on another generator are not comparable
+    finally:
+        demo_world.generator_version.cache_clear()
 
 
 def test_world_is_deterministic_by_seed(world: DemoWorld) -> None:
