@@ -102,6 +102,12 @@ class BuildConfig(RetrievalConfig):
         help="drop nuggets whose MiniLM cosine with the centroid of the question's nuggets (what its "
         "passages say most) is below this before merging (0: keep all)",
     )
+    min_agreeing_documents: int = option(
+        0,
+        help="keep a nugget only when candidates from at least this many other documents of its question "
+        "say the same (MiniLM cosine >= agreement_similarity): what several answers state (0: keep all)",
+    )
+    agreement_similarity: float = option(0.7, help="cosine at which two candidates say the same")
     merge_threshold: float = option(0.8, help="cluster nuggets whose mean MiniLM cosine is >= this")
     llm_merge: bool = option(True, help="with an LLM: rewrite multi-member clusters into one nugget")
     llm_importance: bool = option(True, help="with an LLM: label importance with it (else the offline rule)")
@@ -147,7 +153,14 @@ class BuildConfig(RetrievalConfig):
         for name in at_least_one:
             if getattr(self, name) < 1:
                 raise ConfigError(f"build option {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("overlap_words", "rewrite_depth", "rrf_k", "vital_top_rank", "ivf_nlist"):
+        for name in (
+            "overlap_words",
+            "rewrite_depth",
+            "rrf_k",
+            "vital_top_rank",
+            "ivf_nlist",
+            "min_agreeing_documents",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"build option {name} must be >= 0, got {getattr(self, name)}")
         for name in (
@@ -157,6 +170,7 @@ class BuildConfig(RetrievalConfig):
             "match_threshold",
             "min_question_similarity",
             "min_topic_similarity",
+            "agreement_similarity",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"build option {name} must be within [0, 1], got {getattr(self, name)}")

@@ -54,6 +54,13 @@ logger = logging.getLogger(__name__)
 STAGES = ("index", "rewrite", "retrieve", "extract", "merge")
 
 
+def agreeing_documents(group: Sequence[Candidate], vectors: np.ndarray, similarity: float) -> np.ndarray:
+    """Per candidate: how many other documents hold a candidate saying the same (cosine >= similarity)."""
+    docs = np.array([candidate.doc_id for candidate in group])
+    same = (vectors @ vectors.T >= similarity) & (docs[:, None] != docs[None, :])
+    return np.array([len(set(docs[row])) for row in same])
+
+
 @dataclass
 class Timer:
     seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
@@ -229,7 +236,9 @@ class Builder:
         cfg, start = self.config, time.perf_counter()
         nuggets = [c.text for group in candidates for c in group]
         vectors = embed(nuggets, cfg.dense_model) if nuggets else None  # none found: no encoder to load
-        if nuggets and (cfg.min_question_similarity > 0 or cfg.min_topic_similarity > 0):
+        if nuggets and (
+            cfg.min_question_similarity or cfg.min_topic_similarity or cfg.min_agreeing_documents
+        ):
             candidates, vectors = self._on_topic(questions, candidates, vectors)
         clusters, offset = [], 0
         for group in candidates:
@@ -269,10 +278,10 @@ class Builder:
         return rubrics
 
     def _on_topic(self, questions: Sequence[tuple[str, str]], candidates: list[list[Candidate]], vectors):
-        """Drop candidates whose MiniLM cosine with their question is below ``min_question_similarity``
-        or with the centroid of the question's candidates (what its passages say most) is below
-        ``min_topic_similarity``: on real answers the strongest offline signals of a statement that answers
-        the question."""
+        """Drop candidates whose MiniLM cosine with their question is below ``min_question_similarity``,
+        with the centroid of the question's candidates (what its passages say most) below
+        ``min_topic_similarity``, or that fewer than ``min_agreeing_documents`` other documents also state:
+        on real answers the strongest offline signals of a statement that answers the question."""
         cfg = self.config
         question_vectors = embed([text for _, text in questions], cfg.dense_model)
         kept_groups, kept_rows, offset = [], [], 0
@@ -284,6 +293,10 @@ class Builder:
                 keep &= (
                     block @ (centroid / max(float(np.linalg.norm(centroid)), 1e-12))
                     >= cfg.min_topic_similarity
+                )
+            if len(group) and cfg.min_agreeing_documents > 0:
+                keep &= (
+                    agreeing_documents(group, block, cfg.agreement_similarity) >= cfg.min_agreeing_documents
                 )
             rows = [offset + i for i in np.flatnonzero(keep)]
             kept_groups.append([group[row - offset] for row in rows])

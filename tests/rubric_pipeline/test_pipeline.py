@@ -385,3 +385,22 @@ def test_similarity_filters_drop_off_topic_nuggets_and_count_them(world, tmp_pat
     question = build(BuildConfig(**world, dense=False, min_question_similarity=0.99), tmp_path / "question")
     assert question["events"]["merge.off_topic_dropped"] > 0 and question["rubrics"] < plain["rubrics"]
     assert "merge.off_topic_dropped" not in plain["events"]  # both filters are off by default
+    agreed = build(BuildConfig(**world, dense=False, min_agreeing_documents=1), tmp_path / "agreement")
+    assert agreed["events"]["merge.off_topic_dropped"] > 0 and agreed["rubrics"] < plain["rubrics"]
+
+
+def test_agreeing_documents_counts_other_documents_that_say_the_same() -> None:
+    import numpy as np
+
+    from rubric_pipeline.extract import Candidate
+    from rubric_pipeline.stages import agreeing_documents
+
+    def candidate(text: str, doc_id: str) -> Candidate:
+        return Candidate(text, f"{doc_id}#0", doc_id, "q", 1)
+
+    group = [candidate("a", "d1"), candidate("a'", "d1"), candidate("a''", "d2"), candidate("b", "d3")]
+    same, other = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    vectors = np.stack([same, same, same, other])
+    # d1's two candidates agree with d2 only (their own document does not count); b stands alone
+    assert agreeing_documents(group, vectors, 0.7).tolist() == [1, 1, 1, 0]
+    assert agreeing_documents(group, vectors, 1.01).tolist() == [0, 0, 0, 0]
