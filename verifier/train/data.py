@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,28 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
     return windows
 
 
+def sample_windows(
+    windows: list[Window], n: int, rng: random.Random, balance_labels: bool = False
+) -> list[Window]:
+    """``n`` of ``windows`` at random; with ``balance_labels`` spread evenly over each window's majority
+    label (a rare label gives all it has, the others share the rest): with one-rubric windows, training
+    sees partial_support as often as the common labels, and calibration restores the prior."""
+    if len(windows) <= n:
+        return list(windows)
+    if not balance_labels:
+        return rng.sample(windows, n)
+    by_label: dict[str, list[Window]] = {}
+    for window in windows:
+        by_label.setdefault(Counter(window.labels).most_common(1)[0][0], []).append(window)
+    pools = sorted(by_label.values(), key=len)
+    chosen: list[Window] = []
+    for index, pool in enumerate(pools):
+        share = (n - len(chosen)) // (len(pools) - index)
+        chosen += rng.sample(pool, min(share, len(pool)))
+    rng.shuffle(chosen)
+    return chosen
+
+
 @dataclass
 class TrainingSplits:
     train: list[Window]
@@ -192,8 +215,10 @@ def build_splits(
     augment_rate: float = 0.0,
     max_train_windows: int | None = None,
     max_eval_windows: int | None = None,
+    balance_labels: bool = False,
 ) -> TrainingSplits:
-    """Split by question (unless an eval set is given), mix augmentation into train, cut windows."""
+    """Split by question (unless an eval set is given), mix augmentation into train, cut windows, keep at
+    most ``max_train_windows`` (label-balanced with ``balance_labels``)."""
     if eval_examples is None:
         train_examples, eval_examples = split_by_question(examples, eval_fraction, options.seed)
     else:
@@ -207,8 +232,8 @@ def build_splits(
     train = make_windows(train_examples, options)
     held_out = make_windows(eval_plain, dataclasses.replace(options, seed=options.seed + 1, passes=1))
     rng = random.Random(options.seed)
-    if max_train_windows is not None and len(train) > max_train_windows:
-        train = rng.sample(train, max_train_windows)
+    if max_train_windows is not None:
+        train = sample_windows(train, max_train_windows, rng, balance_labels)
     if max_eval_windows is not None and len(held_out) > max_eval_windows:
         held_out = rng.sample(held_out, max_eval_windows)
     splits = TrainingSplits(train=train, eval=held_out)

@@ -57,6 +57,9 @@ class StageOptions:
         1, help="cut every example into windows this many times, each pass with a new rubric order and cuts"
     )
     max_train_windows: int | None = option(None, help="cap on training prompts (after windowing)")
+    balance_labels: bool = option(
+        False, help="sample the capped training prompts evenly over labels (each prompt's majority label)"
+    )
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
 
@@ -236,6 +239,7 @@ def prepare_stage(config: StageConfig, stage: str, splits=None, **split_options:
             eval_examples=eval_examples,
             eval_fraction=options.eval_fraction,
             max_train_windows=options.max_train_windows,
+            balance_labels=options.balance_labels,
             **split_options,
         )
     output_dir = Path(args.output_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -9,7 +10,14 @@ import pytest
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import LabelledExample, Rubric
 from verifier.judge.prompt import OUTPUT_FORMATS, parse_labels
-from verifier.train.data import WindowOptions, build_splits, make_windows, mix_augmentation, split_by_question
+from verifier.train.data import (
+    WindowOptions,
+    build_splits,
+    make_windows,
+    mix_augmentation,
+    sample_windows,
+    split_by_question,
+)
 
 LABEL_CYCLE = ("support", "not_support", "partial_support")
 
@@ -73,6 +81,19 @@ def test_window_passes_cut_every_example_again_in_a_new_order() -> None:
     assert len(splits.eval) == 1  # the held-out question is windowed once
     with pytest.raises(ConfigError, match="passes"):
         make_windows(examples, WindowOptions(passes=0))
+
+
+def test_balanced_sampling_spreads_the_cap_over_labels() -> None:
+    examples = _examples(n_questions=10, per_question=3, n_rubrics=7)
+    every = make_windows(examples, WindowOptions(window_min=1, window_max=1))  # 70 of each label
+    partial = [w for w in every if w.labels == ["partial_support"]][:10]
+    windows = [w for w in every if w.labels != ["partial_support"]] + partial  # 70 / 70 / 10
+    balanced = sample_windows(windows, 40, random.Random(0), balance_labels=True)
+    got = Counter(w.labels[0] for w in balanced)
+    assert got == {"partial_support": 10, "support": 15, "not_support": 15}  # the rare label gives all it has
+    plain = Counter(w.labels[0] for w in sample_windows(windows, 40, random.Random(0)))
+    assert sum(plain.values()) == 40 and plain["partial_support"] < 10
+    assert sample_windows(windows, len(windows) + 1, random.Random(0)) == windows
 
 
 def test_sft_rows_use_the_served_prompt_and_parse_back() -> None:
