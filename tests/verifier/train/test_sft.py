@@ -215,3 +215,18 @@ def test_train_sft_command_reports_the_held_out_eval(
     lines = (tmp_path / "sft" / "agreement.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["step"] == 1
     assert json.loads(lines[0])["train_seconds"] > 0  # a time-to-quality point: training time, eval left out
+
+
+@pytest.mark.parametrize(("use_peft", "bf16", "loaded"), [(True, True, "bfloat16"), (True, False, "float32"),
+                                                          (False, True, "float32")])  # fmt: skip
+def test_a_frozen_lora_base_is_loaded_in_bf16_only_under_bf16_autocast(
+    tiny_model_dir: Path, labelled_path: Path, tmp_path: Path, use_peft: bool, bf16: bool, loaded: str
+) -> None:
+    import torch
+
+    from verifier.train.stage import prepare_stage
+
+    config = _config(tiny_model_dir, labelled_path, tmp_path, use_peft=use_peft, bf16=bf16, use_cpu=True,
+                     dtype="float32")  # fmt: skip
+    _, model, _ = prepare_stage(config, "sft")
+    assert model.dtype == getattr(torch, loaded)  # full fine-tuning keeps fp32 master weights
