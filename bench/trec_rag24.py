@@ -316,6 +316,40 @@ def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Nam
     return {"dev": [by_id[example.response_id] for example in dev], "test": test_judged, "model": final}
 
 
+def pilot_rows(manifest_path: Path, name: str, dev: list, args: argparse.Namespace) -> list[dict]:
+    """Dev rows of the fold models a manifest holds so far (a recipe pilot: no all-dev model, no test):
+    greedy and calibrated labels over the judged folds' topics (calibration cross-validated by topic
+    within them), beside the lexical judge fitted on each fold's training topics."""
+    from verifier.judge.baselines import LexicalJudge
+
+    manifest = json.loads(manifest_path.read_text())
+    examples, judged, lexical = [], [], []
+    for fold in manifest["folds"]:
+        if not Path(fold["model"], "config.json").is_file():
+            continue
+        held = set(fold["held_out_qids"])
+        part = [example for example in dev if example.qid in held]
+        examples += part
+        judged += cached_judgements(Path(fold["model"]), part, [], args, only="dev")["dev"]
+        lexical += asyncio.run(labels_of(LexicalJudge().fit([e for e in dev if e.qid not in held]), part))
+    if not examples:
+        raise SystemExit(f"{manifest_path}: no fold model written yet")
+    gold, topics = flat(examples)
+    labels, probs, unjudgeable = _labels_probs(examples, judged)
+    splits = min(N_SPLITS, len(set(topics)))
+    common = {"recipe": manifest.get("recipe"), "extra": manifest.get("extra"), "window": args.window}
+    common |= {"topics": len(set(topics)), "folds": [f["model"] for f in manifest["folds"]]}
+    rows = [{"judge": "lexical (same folds)", "dev": metrics(gold, lexical), **common}]
+    rows.append({"judge": f"{name} (greedy labels)", "dev": metrics(gold, labels), **common})
+    for method in ("bias", "score"):
+        calibrated = cross_validated_labels(probs, gold, topics, method, n_splits=splits)
+        rows.append({"judge": f"{name} + calibrated ({method})", "dev": metrics(gold, calibrated), **common})
+    for r in rows:
+        r |= {"unjudgeable_rubrics": unjudgeable, "command": COMMAND}
+        print(f"{r['judge']:44s} dev ({r['topics']} topics) macro-F1 {r['dev']['macro_f1']:.3f}", flush=True)
+    return rows
+
+
 def llm_rows(
     model_dir: Path,
     name: str,
@@ -404,6 +438,11 @@ def main() -> None:
         "--judge-only", choices=["dev", "test"], default=None,
         help="only judge this split of every LLM into the cache, then stop (short locked runs)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pilot", action="store_true",
+        help="judge only the fold models each --cv-manifest holds (dev rows, no test) into --pilot-output",
+    )  # fmt: skip
+    parser.add_argument("--pilot-output", default=str(ROOT / "bench" / "results" / "trec_pilots.json"))
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--kv-cache-gib", type=int, default=2)
@@ -446,6 +485,15 @@ def main() -> None:
                 args,
                 only=args.judge_only,
             )
+        return
+    if args.pilot:
+        rows = [r for manifest, name in cv_models for r in pilot_rows(manifest, name, dev, args)]
+        output = Path(args.pilot_output)
+        old = json.loads(output.read_text()) if output.exists() else []
+        new = {(r["judge"], tuple(r["folds"]), r["window"]) for r in rows}
+        kept = [r for r in old if (r["judge"], tuple(r["folds"]), r["window"]) not in new]
+        output.write_text(json.dumps(kept + rows, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {output}")
         return
     rows = asyncio.run(baseline_rows(dev, test, args.baselines))
     for model_dir, name, trained_on in models:

@@ -63,22 +63,21 @@ def augmented(recipe: str, data: Path, folder: Path) -> tuple[Path, str | None]:
 
 
 def train(recipe: str, data: Path, output_dir: Path, extra: list[str]) -> dict:
-    """Augment (per the recipe) and train one model on ``data``; skipped if its merged model exists."""
-    merged = output_dir / "merged"
+    """Augment (per the recipe) and train one model on ``data``; skipped if its merged model exists (its
+    ``run.json`` keeps how it was made)."""
+    merged, record = output_dir / "merged", output_dir / "run.json"
     if (merged / "prompt.json").is_file():
         logger.info("done already: %s", merged)
-        return {"model": str(merged), "skipped": True}
+        return json.loads(record.read_text()) if record.is_file() else {"model": str(merged)}
     data, augment_command = augmented(recipe, data, output_dir / "augmented")
     started = time.perf_counter()
     command = run_cli(
         "train", "sft", "--recipe", recipe, "--data", str(data), "--output_dir", str(output_dir), *extra
     )
-    return {
-        "model": str(merged),
-        "augment_command": augment_command,
-        "command": command,
-        "train_s": round(time.perf_counter() - started, 1),
-    }
+    run = {"model": str(merged), "augment_command": augment_command, "command": command}
+    run["train_s"] = round(time.perf_counter() - started, 1)
+    record.write_text(json.dumps(run, indent=1) + "\n")
+    return run
 
 
 def main() -> None:
@@ -88,6 +87,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3, help="topic-grouped dev folds (27 topics)")
     parser.add_argument("--out", default="runs/trec", help="fold models, data subsets and manifest.json")
     parser.add_argument("--skip-final", action="store_true", help="fold models only (recipe selection)")
+    parser.add_argument(
+        "--max-folds", type=int, default=None, help="train only the first N folds (a pilot of a recipe)"
+    )
     parser.add_argument("extra", nargs="*", help="more `train sft` flags, after --")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -96,7 +98,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     records = [json.loads(line) for line in Path(args.dev).read_text().splitlines() if line.strip()]
     manifest: dict = {"recipe": args.recipe, "dev": args.dev, "extra": args.extra, "folds": []}
-    for k, held_out in enumerate(fold_topics(records, args.folds)):
+    for k, held_out in enumerate(fold_topics(records, args.folds)[: args.max_folds]):
         subset = out / f"fold{k}" / "train.jsonl"
         subset.parent.mkdir(parents=True, exist_ok=True)
         subset.write_text("".join(json.dumps(r) + "\n" for r in records if r["qid"] not in set(held_out)))
