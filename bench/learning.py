@@ -182,6 +182,10 @@ def main() -> int:
         "--lr-scheduler", default=None, help="override the SFT schedule (linear, constant...)"
     )
     parser.add_argument("--window-passes", type=int, default=None, help="override the recipe's window passes")
+    parser.add_argument(
+        "--word-hints", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+        help="override the recipe's word hints (true/false)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")
     parser.add_argument(
         "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
@@ -215,6 +219,7 @@ def main() -> int:
         "warmup_steps": args.warmup,
         "lr_scheduler_type": args.lr_scheduler,
         "window_passes": args.window_passes,
+        "word_hints": args.word_hints,
     }
     sft_values = {"model_name_or_path": args.model, "seed": args.seed}
     sft_values |= {key: value for key, value in overrides.items() if value is not None}
