@@ -10,10 +10,11 @@ below lists WORDS, in several languages, never phrases, so "Réfléchissons éta
 carefully work through it" are recognised without being written down anywhere.
 
 The guard never fires on a genuine answer, however short: "Yes.", "42", "Paris", "Nein", "北京", "It is."
-(function words alone, with no meta word, are a short answer, not an opener). Scripts written without
-spaces (Han, kana, Thai, ...) are read by stripping known meta and function strings from each run: what
-remains is content. A short opener clause that ends in ":" with nothing after it introduces content that
-never comes, whatever its language ("Jibu:").
+(function words alone, with no meta word, are a short answer, not an opener); an answer that closes its
+clause stays content where it spells a function word ("Answer: A", "The answer is no.", "答案：是的").
+Scripts written without spaces (Han, kana, Thai, ...) are read by stripping known meta and function
+strings from each run: what remains is content. A short opener clause that ends in ":" with nothing
+after it introduces content that never comes, whatever its language ("Jibu:").
 """
 
 from __future__ import annotations
@@ -66,6 +67,30 @@ odpowiedź odpowiedz rozwiązanie rozwiazanie krok pomyślmy pomyslmy pytanie na
 উত্তর সমাধান ধাপে চলুন ভাবি
 답 답변 정답 해결 단계 단계별로 생각 생각해 봅시다 보자 풀이 질문 먼저 차근차근
 ομαδα απάντηση λύση βήμα ας σκεφτούμε
+fourni fournie fournis fournies donné donnée données informations contexte documents recherche extraits
+proporcionado proporcionada proporcionados proporcionadas fuentes documentos información informacion
+contexto datos dados fornecido fornecidos fornecidas fontes informações informacoes
+bereitgestellt bereitgestellten quellen dokumente informationen kontext laut basierend gegeben
+fornito forniti fornite fonti documenti informazioni contesto secondo
+verstrekte bronnen documenten informatie
+источники источников источникам документы документов предоставленные предоставленных согласно
+информация информации контекст контекста
+sumber dokumen informasi konteks diberikan berdasarkan menurut
+kaynaklar kaynaklara belgeler bilgiler göre
+źródła źródeł dokumenty informacje według
+المصادر المستندات المعلومات السياق وفقا وفقًا
+स्रोत स्रोतों दस्तावेज़ जानकारी अनुसार आधार
+svar svaret lösning lösningen steg tänka tänk fråga frågan först enligt källor källorna
+svaret løsning løsningen trin tænke tænk spørgsmål først ifølge kilder kilderne tenke tenk spørsmål kildene
+odpověď řešení krok krokem krocích zamysleme promysleme promyslet otázka nejprve podle zdroje zdrojů
+vastaus ratkaisu vaihe vaiheelta ajatellaan mietitään kysymys ensin mukaan lähteet lähteiden
+válasz megoldás lépés lépésről lépésre végig gondoljuk gondolkodjunk kérdés először szerint források
+پاسخ راه حل مرحله گام بیایید فکر کنیم سوال پرسش ابتدا طبق منابع
+jibu suluhisho hatua tufikirie fikiria swali kwanza kulingana vyanzo
+sagot solusyon hakbang isipin pag isipan tanong una ayon pinagmulan
+răspuns răspunsul soluție soluția pas gândim să gândi întrebare întrebarea mai întâi conform surse
+جواب حل مرحلہ قدم آئیے سوچتے سوچیں سوال پہلے مطابق ذرائع
+பதில் தீர்வு படி படியாக படிப்படியாக யோசிப்போம் கேள்வி முதலில்
 """
 # Function words: neutral, neither content nor meta ("It is." is an answer; "Here is the answer." is not).
 _FUNCTION = """
@@ -92,7 +117,53 @@ i oraz lub z do w na się to jest
 এবং বা এর এই হয়
 은 는 이 가 을 를 에 의 로 으로 해 합시다 하자 하겠습니다
 και ή του της το να
+après avant sur sous chez entre vers sans mais donc car ni il elle ils elles vous tu te se me mon ma mes
+ton ta tes son sa ses notre nos votre vos leur leurs y ne être avoir a ont sont était fait faire va
+allons peut doit aux au très comme quand où qui quoi dont ceci cela ça
+sobre entre hacia desde sin pero como cuando donde quien nosotros vamos a ser estar hay este esta estos
+voy vas va podemos puede debe muy más mas también tambien ahora se me te nos les le
+nach vor über uber unter zwischen ohne aber wie wenn wo wer sein haben hat ist war wird werden kann
+muss sie er ihr uns mal jetzt nun noch auch sehr dies diese dieser dieses einen einem einer
+sobre entre sem mas como quando onde quem nós nos ser estar há este esta isto vou vai vamos pode deve
+muito mais também tambem agora se me te lhe pelo pela pelos pelas ao aos num numa
+sul sulla sui dopo prima senza ma come quando dove chi noi essere avere ha sono questo questa
+facciamo andiamo può deve molto più anche ora ci mi ti al allo alla ai agli alle dal dalla nel nella
+na naar voor over onder tussen zonder maar hoe wanneer waar wie wij zijn hebben heeft dit deze die dat
+laten gaan kan moet zeer ook nu het
+sonra önce üzerinde arasında ama nasıl ne zaman nerede kim biz ben sen o olarak şimdi de da çok daha
+ile gibi
+akan sudah telah sedang oleh pada ke kami saya anda kamu mereka dia bagaimana apa kapan mana siapa
+secara sangat lebih juga sekarang demi per sebagai tentang
+sau trước trên dưới giữa nhưng như khi đâu ai chúng mình là có được sẽ đã đang rất hơn cũng bây giờ
+theo về
+po przed nad pod między bez ale jak kiedy gdzie kto my ja ty być mieć jest są ten ta te tego teraz
+bardzo więcej też także zrobimy
+после перед над под между без но как когда где кто мы вы ты он она они быть есть будет был было
+может можно нужно надо очень более также тоже теперь сейчас этот эта эти этого по для от до из о об
+після перед над під між без але як коли де хто ви ти він вона вони бути є може можна дуже також тепер
+цей ця ці для від до із про
+بعد قبل عن مع لكن كيف متى أين من نحن أنا أنت هو هي كان يكون يمكن جدا أيضا الآن ذلك تلك التي الذي
+אחרי לפני על עם אבל איך מתי איפה מי אנחנו אני אתה הוא היא היה יכול מאוד גם עכשיו
+लिए बाद पहले पर तक साथ लेकिन कैसे कब कहाँ कौन हम मैं आप वह वे था थी थे होगा सकते सकता बहुत भी
+अब तो ही ने कर करते करें करना करेंगे इस उस एक
+পরে আগে উপর সাথে কিন্তু কিভাবে কখন কোথায় কে আমরা আমি আপনি সে তারা ছিল হবে খুব ও এখন
+후 전 위 와 과 하지만 어떻게 언제 어디 누가 우리 나 저 당신 그 그녀 있다 있습니다 없다 매우 또한 지금 도 만
+μετά πριν πάνω με αλλά πώς πότε πού ποιος εμείς εγώ εσύ αυτός αυτή είναι ήταν θα μπορεί πολύ επίσης τώρα
+låt oss för att och eller av på i med till det den är vi jag här nu
+lad os for at og eller af på i med til det den er vi jeg her nu la oss
+pojďme si se na v a za nebo z do k to je jsme já tady teď
+käydään läpi ja tai on me minä tämä nyt
+nézzük meg a az és vagy egy ez itt most
+بیایید را به از در و یا این که است ما من
+tu na ya wa kwa katika ni hii sisi mimi sasa
+tayo natin ang ng sa at o ay ito kami ako ngayon mga
+să ne și sau de la în cu pe este noi eu aici acum
+کے کی کا میں سے اور یا یہ ہے ہیں ہم بہ
+நாம் இது மற்றும் அல்லது
 """
+# Polar answers in scripts without spaces are content ("答案：是的"), though their characters are function
+# characters elsewhere.
+_CJK_ANSWER = "是的 不是 没有 沒有 对 對 不对 不對 否 はい いいえ"
 # Strings stripped from runs of scripts written without spaces; meta ones first, longest first.
 _CJK_META = """
 让我们一步一步地 一步一步地 一步一步 一步步 逐步 思考过程 思考 思路 推理过程 推理 解题思路 解题 解答 解决 问题
@@ -118,6 +189,7 @@ _ENDINGS = ("s", "es", "ed", "ing", "ly", "lo", "la", "los", "las", "nos", "mos"
 
 META = frozenset(_META.casefold().split())
 FUNCTION = frozenset(_FUNCTION.casefold().split())
+CJK_ANSWER = tuple(_CJK_ANSWER.split())
 CJK_META = tuple(sorted(set(_CJK_META.split()), key=len, reverse=True))
 CJK_FUNCTION = tuple(sorted(set(_CJK_FUNCTION.split()), key=len, reverse=True))
 
@@ -134,6 +206,11 @@ _REFERENCE = re.compile(
 _ENUMERATOR = re.compile(r"(?m)^\s*\d{1,3}[.):]\s+(?=\S)")
 # A list skeleton: lines holding a list number alone ("1.\n2.\n3."); one such line ("42.") is an answer.
 _BARE_ENUMERATOR = re.compile(r"(?m)^\s*\d{1,3}[.)]\s*$")
+# An answer that ends its clause is content even where it spells a function word: a choice letter
+# ("Answer: A", "(B)", "Option C.") or a polar "no" ("The answer is no.", "La respuesta es no."; the
+# Portuguese "no" of "pensar no problema" is followed by its noun and stays a function word). "A
+# step-by-step approach" keeps "A" an article.
+_CLAUSE_FINAL_ANSWER = re.compile(r"(?<![\w'])(?:[A-Z]|(?i:no))(?=\s*(?:[.)\],;!?]|$))(?!\.\w)", re.M)
 _NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
 _DANGLING = re.compile(r":\s*$")
 
@@ -173,6 +250,8 @@ def _kinds(token: str) -> set[str]:
     if any(unicodedata.category(char)[0] == "N" for char in token):
         return {"content"}  # a number, in any script
     if _no_space_script(token):
+        if any(answer in token for answer in CJK_ANSWER):
+            return {"content"}
         rest, meta = _strip_all(token, CJK_META)
         rest, _ = _strip_all(rest, CJK_FUNCTION)
         if rest:
@@ -205,8 +284,8 @@ def content_tokens(response: str) -> tuple[list[str], bool]:
     unlabelled = _LABEL.sub(" ", _ENUMERATOR.sub(" ", stripped)).replace("_", " ")
     referenced = _REFERENCE.sub(" ", unlabelled)
     meta = meta or referenced != stripped.replace("_", " ")
-    content: list[str] = []
-    for token in _tokens(referenced):
+    content: list[str] = _CLAUSE_FINAL_ANSWER.findall(referenced)
+    for token in _tokens(_CLAUSE_FINAL_ANSWER.sub(" ", referenced)):
         kinds = _kinds(token)
         if "content" in kinds:
             content.append(token)

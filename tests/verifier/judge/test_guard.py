@@ -27,13 +27,24 @@ GENUINE_SHORT = [
     "القاهرة", "मुंबई", "गंगा", "서울", "ΑΘΗΝΑ", "תל אביב", "The Sella river.", "Answer: Paris",
     "Step 1: mix 2 cups of flour.", "Rubric 1 is satisfied by the year 1932.", "Solution: x = 3",
     "Workers.", "A documentary.", "Problematic.", "Stephen Hawking", "The internet.", "42.", "Starters",
+    "The answer is no.", "Answer: No", "La respuesta es no.", "答案：是的", "Answer: A", "The answer is (B).",
+    "Respuesta: Madrid", "Ответ: Москва", "Réponse : après 1945", "Jawaban: tidak", "उत्तर: नहीं",
+    "Ja.", "Nej.", "Ano.", "Kyllä.", "Igen.", "بله", "Ndiyo.", "Oo.", "Da.", "ہاں", "ஆம்", "Svar: 42",
+    "Odpověď: Praha", "Vastaus: Helsinki", "Jibu: Nairobi",
 ]  # fmt: skip
-# Inflected and list-skeleton forms of what the lexicon holds (its words are listed once, not their forms)
+# Keys the lexicon holds by its words: inflected forms (its words are listed once), list skeletons, openers
+# with a polar word that is not their answer, and openers in more languages
 INFLECTED_KEYS = [
     "Okay, so the user is asking about this. Let me think.", "Vamos a resolverlo paso a paso.",
     "Давайте разберёмся по шагам.", "ステップバイステップで考えましょう。", "1.\n2.\n3.",
     "The response fully satisfies every rubric.",
-    "Thank you for your question. I will now provide the answer.",
+    "Thank you for your question. I will now provide the answer.", "A step-by-step approach:",
+    "No problem, let me think.", "Vamos pensar no problema passo a passo.",
+    # openers in languages the lexicon holds besides those of the held-out file
+    "Låt oss tänka steg för steg.", "Lad os tænke trin for trin.", "Pojďme si to promyslet krok za krokem.",
+    "Ajatellaan vaihe vaiheelta.", "Gondoljuk végig lépésről lépésre.", "بیایید مرحله به مرحله فکر کنیم.",
+    "Tufikirie hatua kwa hatua.", "Pag-isipan natin ito hakbang-hakbang.", "Să gândim pas cu pas.",
+    "آئیے قدم بہ قدم سوچتے ہیں۔", "படிப்படியாக யோசிப்போம்.", "Enligt källorna är svaret följande:",
 ]  # fmt: skip
 
 
@@ -49,7 +60,7 @@ def test_heldout_master_keys_pass_rate():
 
 
 @pytest.mark.parametrize("key", INFLECTED_KEYS)
-def test_inflected_openers_and_list_skeletons_are_degenerate(key):
+def test_lexicon_openers_and_list_skeletons_are_degenerate(key):
     assert is_degenerate(key)
 
 
