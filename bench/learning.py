@@ -35,7 +35,7 @@ logger = logging.getLogger("bench.learning")
 def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concurrency: int = 16) -> dict:
     """Serve ``model_dir`` with vLLM, judge ``examples`` through the served contract, build the report."""
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
-    from verifier.judge.hints import model_word_hints
+    from verifier.judge.hints import model_hints
     from verifier.judge.judges import LLMJudge, judge_all
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
@@ -44,7 +44,7 @@ def judge_served(model_dir: str, examples: list, name: str, log_dir: Path, concu
         async with LLMClient(config) as client:
             start = time.perf_counter()
             # the model, not the gateway's guard; the prompt it was trained on (its prompt card)
-            judge = LLMJudge(client, degenerate_guard=False, word_hints=model_word_hints(model_dir))
+            judge = LLMJudge(client, degenerate_guard=False, hints=model_hints(model_dir))
             judgements = await judge_all(judge, examples, concurrency=concurrency, progress=False)
             return judgements, time.perf_counter() - start
 
@@ -183,8 +183,8 @@ def main() -> int:
     )
     parser.add_argument("--window-passes", type=int, default=None, help="override the recipe's window passes")
     parser.add_argument(
-        "--word-hints", type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
-        help="override the recipe's word hints (true/false)",
+        "--hints", choices=["none", "words", "evidence"], default=None,
+        help="override the recipe's rubric-line hints (verifier.judge.hints)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")
     parser.add_argument(
@@ -219,7 +219,7 @@ def main() -> int:
         "warmup_steps": args.warmup,
         "lr_scheduler_type": args.lr_scheduler,
         "window_passes": args.window_passes,
-        "word_hints": args.word_hints,
+        "hints": args.hints,
     }
     sft_values = {"model_name_or_path": args.model, "seed": args.seed}
     sft_values |= {key: value for key, value in overrides.items() if value is not None}

@@ -91,7 +91,7 @@ def lexical(dev: list[LabelledExample]) -> Judged:
     return Judged("lexical", label)
 
 
-def served(url: str, word_hints: bool = False) -> Judged:
+def served(url: str, hints: str = "none") -> Judged:
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
     from verifier.judge.judges import LLMJudge, judge_all
 
@@ -101,7 +101,7 @@ def served(url: str, word_hints: bool = False) -> Judged:
         base = url.rstrip("/").removesuffix("/v1") + "/v1"
         model = httpx.get(f"{base}/models", timeout=10).json()["data"][0]["id"]
         async with LLMClient(LLMConfig([base], model, max_concurrency=32)) as client:
-            judge = LLMJudge(client, degenerate_guard=False, word_hints=word_hints)
+            judge = LLMJudge(client, degenerate_guard=False, hints=hints)
             done = await judge_all(judge, examples, concurrency=32, progress=False)
         return [j.labels for j in done]
 
@@ -150,9 +150,9 @@ def variants(real: list[LabelledExample]) -> dict[str, list[LabelledExample]]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     trec = Path(args.trec_dir)
     dev, test = read_trec_labelled(trec / "dev.jsonl"), read_trec_labelled(trec / "test.jsonl")
-    from verifier.judge.hints import model_word_hints
+    from verifier.judge.hints import model_hints
 
-    hints = model_word_hints(args.serve_model) if args.serve_model else bool(args.word_hints)
+    hints = model_hints(args.serve_model) if args.serve_model else args.hints
     judges = [lexical(dev)] + [served(url, hints) for url in args.engine_url]
     attacks = attack_sets(test)
     rows: dict[str, Any] = {}
@@ -199,8 +199,9 @@ def main() -> None:
     parser.add_argument("--engine-url", action="append", default=[], help="a served verifier to add")
     parser.add_argument("--serve-model", default=None, help="start a vLLM engine on this model and add it")
     parser.add_argument(
-        "--word-hints", action="store_true", help="--engine-url models trained with word hints (judge.hints)"
-    )
+        "--hints", choices=["none", "words", "evidence"], default="none",
+        help="the rubric-line hints the --engine-url models were trained with (verifier.judge.hints)",
+    )  # fmt: skip
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "robustness.json"))
     args = parser.parse_args()
     if args.serve_model:

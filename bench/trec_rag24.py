@@ -216,7 +216,7 @@ async def judge_split(
 ) -> dict[str, list[dict]]:
     """Greedy labels and label probabilities for every example of each split, through one engine."""
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
-    from verifier.judge.hints import model_word_hints
+    from verifier.judge.hints import model_hints
     from verifier.judge.judges import LLMJudge
     from verifier.serve.engine import EngineConfig, VLLMEngine
 
@@ -230,7 +230,7 @@ async def judge_split(
             base_urls=[engine.base_url], model=engine.model_name, max_concurrency=32, timeout_s=900
         )
         async with LLMClient(config) as client:
-            judge = LLMJudge(client, window=args.window, word_hints=model_word_hints(model_dir))
+            judge = LLMJudge(client, window=args.window, hints=model_hints(model_dir))
 
             async def one(example: LabelledExample) -> dict:
                 judgement = await judge.judge(

@@ -31,7 +31,7 @@ from verifier.cli import main
 from verifier.demo_summary import render_summary, served_complete
 from verifier.eval.metrics import macro_f1
 from verifier.judge.calibration import fit_calibration
-from verifier.judge.hints import model_word_hints
+from verifier.judge.hints import Hints, model_hints
 from verifier.judge.judges import LLMJudge
 from verifier.models import default_models_dir
 from verifier.serve.engine import EngineConfig, VLLMEngine, free_port
@@ -157,14 +157,14 @@ class Demo:
         return path
 
     def evaluate(
-        self, name: str, data: Path, base_url: str, model: str, word_hints: bool = False
+        self, name: str, data: Path, base_url: str, model: str, hints: Hints = "none"
     ) -> dict[str, Any]:
         report = self.out / "eval" / f"{name}.json"
         # The guard is off so the master-key rate measures the model itself, not the gateway's guard.
         self.cli(
             "eval", "--judge", "llm", "--llm-url", base_url, "--model", model, "--data", data,
             "--output", report, "--heldout-families", *self.config.heldout_families,
-            "--degenerate-guard", "false", "--timeout-s", "600", "--word-hints", str(word_hints).lower(),
+            "--degenerate-guard", "false", "--timeout-s", "600", "--hints", hints,
         )  # fmt: skip
         return json.loads(report.read_text())
 
@@ -210,9 +210,7 @@ class Demo:
             engine_url = f"http://127.0.0.1:{engine_port}/v1"
             self.summary["eval_sft"] = self.step(
                 "evaluate the trained verifier on held-out questions",
-                lambda: self.evaluate(
-                    "gemma-sft", eval_set, engine_url, "verifier", model_word_hints(model_dir)
-                ),
+                lambda: self.evaluate("gemma-sft", eval_set, engine_url, "verifier", model_hints(model_dir)),
             )
             self.summary["served"] = self.step("score through /v1/judge", lambda: self.score(gateway))
             self.summary["served_complete"] = served_complete(self.summary["served"])
@@ -239,7 +237,7 @@ class Demo:
         async def judge_all_with_probs() -> list[Any]:
             config = LLMConfig(base_urls=[base_url], model=model, timeout_s=600)
             async with LLMClient(config) as client:
-                judge = LLMJudge(client, degenerate_guard=False, word_hints=model_word_hints(model_dir))
+                judge = LLMJudge(client, degenerate_guard=False, hints=model_hints(model_dir))
                 return await asyncio.gather(
                     *(judge.judge(e.question, e.response, list(e.rubrics), with_probs=True) for e in examples)
                 )

@@ -25,6 +25,7 @@ from rubric_pipeline.core.records import LABEL_SCORES, LABELS, Label, Rubric
 from verifier.judge import prompt
 from verifier.judge.calibration import ProbsUnavailable, label_probs, mean_probs
 from verifier.judge.guard import DEGENERATE, is_degenerate
+from verifier.judge.hints import Hints
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class LLMJudge:
         constrained: bool = True,
         name: str | None = None,
         degenerate_guard: bool = True,
-        word_hints: bool = False,
+        hints: Hints = "none",
     ):
         if samples < 1:
             raise ConfigError(f"samples must be >= 1, got {samples}")
@@ -142,7 +143,7 @@ class LLMJudge:
         self.constrained = constrained
         # Serving keeps the guard on; evaluating the model's own master-key robustness turns it off.
         self.degenerate_guard = degenerate_guard
-        self.word_hints = word_hints  # the prompt a model trained with word hints expects (its prompt card)
+        self.hints = hints  # the prompt a model trained with rubric-line hints expects (its prompt card)
         self.name = name or client.config.model
         # The client caps requests per server; this caps windows queued by one judge across all items.
         self._windows = asyncio.Semaphore(max_windows_in_flight)
@@ -188,7 +189,7 @@ class LLMJudge:
         reason (both None when it parsed)."""
         n = len(rubrics)
         texts = [rubric.text for rubric in rubrics]
-        messages = prompt.render_messages(question, response, texts, word_hints=self.word_hints)
+        messages = prompt.render_messages(question, response, texts, hints=self.hints)
         extra = {"logprobs": True, "top_logprobs": self.top_logprobs} if with_probs else None
         async with self._windows:
             try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.prompts import PromptFiles
 from rubric_pipeline.core.records import LABELS
-from verifier.judge.hints import response_stems, word_hint
+from verifier.judge.hints import Hints, annotate
 
 DEFAULT_WINDOW = 10
 OUTPUT_FORMATS: tuple[str, ...] = (
@@ -52,12 +52,12 @@ class ParsedOutput:
 
 PROMPTS = PromptFiles("verifier.judge.prompts", _TEMPLATE_FILES, prefix="judge-1")
 PROMPT_VERSION: str = PROMPTS.version
-HINTS_SUFFIX = "+word-hints"
+HINTS_SUFFIX = {"none": "", "words": "+word-hints", "evidence": "+evidence"}
 
 
-def prompt_version(word_hints: bool = False) -> str:
+def prompt_version(hints: Hints = "none") -> str:
     """The version a dataset or model records: the templates' hash, marked when rubric lines carry hints."""
-    return PROMPT_VERSION + (HINTS_SUFFIX if word_hints else "")
+    return PROMPT_VERSION + HINTS_SUFFIX[hints]
 
 
 def window_slices(
@@ -103,16 +103,13 @@ def render_prompt(
     rubric_texts: Sequence[str],
     output_format: str = "json",
     reasoning: bool = False,
-    word_hints: bool = False,
+    hints: Hints = "none",
 ) -> str:
     """The whole prompt as one string: the invariant prefix, then the numbered rubric list (each line with
-    its :func:`~verifier.judge.hints.word_hint` when ``word_hints``)."""
+    its hint, :func:`verifier.judge.hints.annotate`)."""
     if not rubric_texts:
         raise ValueError("a judging prompt needs at least one rubric")
-    lines = [_one_line(text) for text in rubric_texts]
-    if word_hints:
-        present = response_stems(response)
-        lines = [f"{line} {word_hint(present, line)}" for line in lines]
+    lines = annotate([_one_line(text) for text in rubric_texts], response, hints)
     numbered = "\n".join(f"{index}. {line}" for index, line in enumerate(lines, start=1))
     tail = PROMPTS.template("rubrics.txt").substitute(rubrics=numbered, n=len(rubric_texts))
     return render_prefix(question, response, output_format, reasoning) + tail
@@ -124,10 +121,10 @@ def render_messages(
     rubric_texts: Sequence[str],
     output_format: str = "json",
     reasoning: bool = False,
-    word_hints: bool = False,
+    hints: Hints = "none",
 ) -> list[dict[str, str]]:
     """Chat messages for one window: a single user turn (portable to templates without a system role)."""
-    content = render_prompt(question, response, rubric_texts, output_format, reasoning, word_hints)
+    content = render_prompt(question, response, rubric_texts, output_format, reasoning, hints)
     return [{"role": "user", "content": content}]
 
 

@@ -17,7 +17,7 @@ from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from verifier.data.labelled_io import load_labelled
 from verifier.judge.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
-from verifier.judge.hints import model_word_hints
+from verifier.judge.hints import Hints, model_hints
 from verifier.judge.judges import Judge, LLMJudge
 from verifier.serve.engine import EngineConfig, VLLMEngine
 
@@ -45,8 +45,9 @@ class JudgeOptions:
     degenerate_guard: bool = option(
         True, help="label degenerate responses not_support without a model call (off: test the model itself)"
     )
-    word_hints: bool | None = option(
-        None, help="rubric lines carry missing-word hints (default: --serve-model's prompt card; else off)"
+    hints: Hints | None = option(
+        None,
+        help="rubric-line hints: none, words or evidence (default: --serve-model's prompt card; else none)",
     )
     fit: str | None = option(None, help="labelled dev set to fit baseline thresholds / majority label on")
     minilm_path: str | None = option(None, help="sentence-transformers model dir (default: packaged MiniLM)")
@@ -115,9 +116,5 @@ async def open_judge(options: JudgeOptions) -> AsyncIterator[Judge]:
                 temperature=options.temperature,
                 max_tokens=options.max_tokens,
                 degenerate_guard=options.degenerate_guard,
-                word_hints=(
-                    options.word_hints
-                    if options.word_hints is not None
-                    else model_word_hints(options.serve_model)
-                ),
+                hints=options.hints if options.hints is not None else model_hints(options.serve_model),
             )

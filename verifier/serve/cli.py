@@ -26,7 +26,7 @@ from rubric_pipeline.core.config import add_config_arguments, build_config, opti
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.llm import LLMClient, LLMConfig
 from verifier.judge.calibration import Calibration, find_calibration
-from verifier.judge.hints import model_word_hints
+from verifier.judge.hints import Hints, model_hints
 from verifier.judge.judges import LLMJudge
 from verifier.judge.reward import Aggregation
 from verifier.serve.engine import EngineConfig, VLLMEngine
@@ -53,8 +53,9 @@ class ServeConfig:
     )
     aggregation: Aggregation = option(Aggregation.WEIGHTED, help="default reward aggregation")
     window: int = option(10, help="rubrics per engine request (one window)")
-    word_hints: bool | None = option(
-        None, help="rubric lines carry missing-word hints (judge.hints); default: the model's prompt card"
+    hints: Hints | None = option(
+        None,
+        help="rubric-line hints: none, words or evidence (judge.hints); default: the model's prompt card",
     )
     warm_prefix: bool = option(
         False,
@@ -184,7 +185,7 @@ async def open_service(
                 client.set_available(url, entry["state"] == "ok")
             supervisor.listeners.append(client.set_available)
         yield RewardService(
-            LLMJudge(client, window=config.window, word_hints=uses_word_hints(config)),
+            LLMJudge(client, window=config.window, hints=served_hints(config)),
             aggregation=config.aggregation,
             limits=limits,
             item_timeout_s=config.item_timeout_s,
@@ -197,9 +198,9 @@ async def open_service(
         )
 
 
-def uses_word_hints(config: ServeConfig) -> bool:
+def served_hints(config: ServeConfig) -> Hints:
     """The flag if given, else what the served model folder's prompt card says."""
-    return config.word_hints if config.word_hints is not None else model_word_hints(config.model or None)
+    return config.hints if config.hints is not None else model_hints(config.model or None)
 
 
 def build_app(config: ServeConfig, base_urls: list[str], model: str, engine=None):

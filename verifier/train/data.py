@@ -21,6 +21,7 @@ from typing import Any
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import AUGMENT_PREFIX, LabelledExample
 from verifier.data.labelled_io import read_labelled_input
+from verifier.judge.hints import Hints
 from verifier.judge.prompt import OUTPUT_FORMATS, format_labels, render_messages, window_slices
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class WindowOptions:
     reasoning_rate: float = 0.0
     shuffle_rubrics: bool = True
     seed: int = 0
-    word_hints: bool = False
+    hints: Hints = "none"
     passes: int = 1  # each example is windowed this many times, each pass with its own rubric order and cuts
 
 
@@ -52,7 +53,7 @@ class Window:
     labels: list[str]
     output_format: str = "json"
     reasoning: bool = False
-    word_hints: bool = False
+    hints: Hints = "none"
     label_source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -63,7 +64,7 @@ class Window:
             self.rubric_texts,
             output_format=self.output_format,
             reasoning=self.reasoning,
-            word_hints=self.word_hints,
+            hints=self.hints,
         )
 
     def target(self) -> str:
@@ -162,7 +163,7 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
                     labels=[label for _, label in chunk],
                     output_format=rng.choice(list(options.output_formats)),
                     reasoning=rng.random() < options.reasoning_rate,
-                    word_hints=options.word_hints,
+                    hints=options.hints,
                     label_source=example.label_source,
                 )
             )

@@ -27,7 +27,7 @@ from trl import ModelConfig
 from rubric_pipeline.core.config import load_recipe, option
 from rubric_pipeline.core.errors import ConfigError
 from verifier.hardware import bf16_is_fast
-from verifier.judge.hints import save_prompt_card
+from verifier.judge.hints import Hints, save_prompt_card
 from verifier.judge.prompt import prompt_version
 from verifier.train.data import WindowOptions, build_splits, read_labelled
 
@@ -50,8 +50,10 @@ class StageOptions:
         ["json"], help="output formats sampled per prompt (prompt.OUTPUT_FORMATS)"
     )
     reasoning_rate: float = option(0.0, help="fraction of prompts that ask for a <reasoning> block first")
-    word_hints: bool = option(
-        False, help="annotate each rubric with the content words the response lacks (verifier.judge.hints)"
+    hints: Hints = option(
+        "none",
+        help="beside each rubric: none, words (the content words the response lacks) or evidence (the "
+        "response sentence nearest it); verifier.judge.hints",
     )
     window_passes: int = option(
         1, help="cut every example into windows this many times, each pass with a new rubric order and cuts"
@@ -121,7 +123,7 @@ class StageConfig(Generic[O, A]):
             o.reasoning_rate,
             True,
             self.training.seed,
-            o.word_hints,
+            o.hints,
             o.window_passes,
         )
 
@@ -283,7 +285,7 @@ def train_and_save(trainer, tokenizer, config: StageConfig) -> tuple[Path, float
     model_dir = Path(args.output_dir) / ("merged" if config.options.merge else "final")
     save_stage_model(trainer, tokenizer, config.model, model_dir, config.options.merge)
     if trainer.accelerator.is_main_process:
-        hints = config.options.word_hints
+        hints = config.options.hints
         save_prompt_card(model_dir, hints, prompt_version(hints))
     return model_dir, seconds
 

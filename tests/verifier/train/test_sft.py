@@ -105,17 +105,19 @@ async def test_merged_model_is_served_by_vllm_and_answers_the_contract(
 ) -> None:
     from rubric_pipeline.core.llm import LLMClient, LLMConfig
     from rubric_pipeline.core.records import Rubric
-    from verifier.judge.hints import model_word_hints
+    from verifier.judge.hints import model_hints
     from verifier.judge.judges import LLMJudge
     from verifier.serve.engine import EngineConfig, VLLMEngine
     from verifier.train.sft import run_sft
 
     result = run_sft(
         _config(
-            tiny_model_dir, labelled_path, tmp_path / "sft", max_steps=2, max_eval_windows=0, word_hints=True
+            tiny_model_dir, labelled_path, tmp_path / "sft", max_steps=2, max_eval_windows=0, hints="evidence"
         )
     )
-    assert model_word_hints(result.model_dir)  # the prompt card: serving renders the prompt it trained on
+    assert (
+        model_hints(result.model_dir) == "evidence"
+    )  # the prompt card: serving renders the prompt it trained on
     engine = VLLMEngine(
         EngineConfig(model=result.model_dir, max_model_len=2048, log_path=str(tmp_path / "v.log"))
     )
@@ -123,7 +125,7 @@ async def test_merged_model_is_served_by_vllm_and_answers_the_contract(
     with engine:
         config = LLMConfig(base_urls=[engine.base_url], model=engine.model_name, max_retries=0)
         async with LLMClient(config) as client:
-            judge = LLMJudge(client, max_tokens=32, word_hints=model_word_hints(result.model_dir))
+            judge = LLMJudge(client, max_tokens=32, hints=model_hints(result.model_dir))
             judgement = await judge.judge("Which facts?", "Fact 1 and fact 2.", rubrics)
     assert judgement.error is None, judgement.error
     assert len(judgement.labels) == 3 and set(judgement.labels) <= {
