@@ -191,7 +191,9 @@ def main() -> int:
         "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
     )
     parser.add_argument(
-        "--stage1-model", default=None, help="reuse this merged stage 1 model (skip training it) for GRPO"
+        "--stage1-model",
+        default=None,
+        help="reuse this merged stage 1 model (skip training it): for GRPO, or with --skip-rl judged alone",
     )
     parser.add_argument("--rl-steps", type=int, default=None, help="override the recipe's GRPO max_steps")
     parser.add_argument("--rl-learning-rate", type=float, default=None, help="override the recipe's GRPO lr")
@@ -293,6 +295,8 @@ def main() -> int:
     if not args.skip_zero_shot:
         record("zero_shot", args.model)
     stage1_dir = args.stage1_model or stage1("with_augmentation").model_dir
+    if args.stage1_model and args.skip_rl:  # judge a model trained earlier (its monitor stays in its folder)
+        record("sft_with_augmentation", stage1_dir)
     if not args.skip_rl:
         rl_values = {"seed": args.seed, "model_name_or_path": stage1_dir, "output_dir": str(work / "rl")}
         optional = {"num_threads": args.threads, "max_steps": args.rl_steps}
