@@ -252,7 +252,15 @@ async def test_server_killed_mid_run_raises_naming_url(tiny_model_dir: Path, tmp
     log = str(tmp_path / "vllm.log")
     engine = VLLMEngine(EngineConfig(model=str(tiny_model_dir), max_model_len=4096, log_path=log))
     with engine:
-        config = LLMConfig(base_urls=[engine.base_url], model=engine.model_name, max_retries=3, backoff_s=0.1)
+        # a timeout far past the poll below: on a starved CPU 60 s timeouts x 4 tries could end the calls
+        # before the kill, and the kill is what this test is about
+        config = LLMConfig(
+            base_urls=[engine.base_url],
+            model=engine.model_name,
+            max_retries=3,
+            backoff_s=0.1,
+            timeout_s=900.0,
+        )
         async with LLMClient(config) as client:
             await client.chat(MESSAGES, max_tokens=4)  # it serves before the crash
             # 16 requests x 4 samples x 4000 tokens: 16 x 4000 alone took 70 s on two cores, so these
