@@ -156,6 +156,8 @@ def trec_data(args: argparse.Namespace, sft_config):
 
 
 def main() -> int:
+    from verifier.judge.hints import HINT_MODES
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -183,7 +185,7 @@ def main() -> int:
     )
     parser.add_argument("--window-passes", type=int, default=None, help="override the recipe's window passes")
     parser.add_argument(
-        "--hints", choices=["none", "words", "evidence"], default=None,
+        "--hints", choices=HINT_MODES, default=None,
         help="override the recipe's rubric-line hints (verifier.judge.hints)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")

@@ -194,12 +194,14 @@ def print_report(name: str, result: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    from verifier.judge.hints import HINT_MODES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trec-dir", default=str(ROOT.parent / "shared" / "data" / "trec_rag24"))
     parser.add_argument("--engine-url", action="append", default=[], help="a served verifier to add")
     parser.add_argument("--serve-model", default=None, help="start a vLLM engine on this model and add it")
     parser.add_argument(
-        "--hints", choices=["none", "words", "evidence"], default="none",
+        "--hints", choices=HINT_MODES, default="none",
         help="the rubric-line hints the --engine-url models were trained with (verifier.judge.hints)",
     )  # fmt: skip
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "robustness.json"))

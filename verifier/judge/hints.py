@@ -21,13 +21,13 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.text import content_tokens, light_stem, split_sentences, tokens
 
 Hints = Literal["none", "words", "evidence"]
-HINT_MODES: tuple[str, ...] = ("none", "words", "evidence")
+HINT_MODES: tuple[str, ...] = get_args(Hints)
 MAX_SHOWN = 8  # missing words listed per rubric; more are counted
 MAX_EVIDENCE_CHARS = 300  # a longer sentence is cut
 
@@ -74,7 +74,7 @@ class EvidenceFinder:
     def nearest(self, rubric: str) -> str | None:
         """The sentence sharing the most weighted content stems with ``rubric`` (the first on ties), or None
         when no sentence shares any."""
-        wanted = {light_stem(word) for word in content_tokens(rubric)}
+        wanted = set(content_tokens(rubric, stem=True))
         best, best_score = None, 0.0
         for sentence, group in zip(self.sentences, self.stems, strict=True):
             score = sum(1 / self.holding[stem] for stem in wanted & group)
