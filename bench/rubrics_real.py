@@ -204,6 +204,11 @@ def demo_world_scores(work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return {"rubrics": stats["rubrics"], "questions": stats["questions"], **stats["scores"]}
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``FIELD=JSON`` command-line items as build overrides."""
+    return {key: json.loads(value) for key, value in (item.split("=", 1) for item in items)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from rubric_pipeline.build_config import BuildConfig
     from rubric_pipeline.core.config import load_recipe
@@ -214,13 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "rubrics_real.json"))
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "build-answers.yaml"))
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="extra build overrides")
+    parser.add_argument(
+        "--gemma-set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=JSON",
+        help="overrides for the Gemma build only, on top of the recipe (e.g. min_topic_similarity=0)",
+    )
     parser.add_argument("--gemma", action="store_true", help="also build with Gemma-3-270M on vLLM")
     parser.add_argument("--gemma-dir", default=str(ROOT / ".cache" / "models" / "gemma-3-270m"))
     parser.add_argument("--gemma-topics", type=int, default=None, help="Gemma: first N topics per split")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tuned = dict(load_recipe(args.recipe).get("build") or {})
-    tuned.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
+    tuned.update(parse_overrides(args.set))
     world = load_world(Path(args.trec_dir))
     work = Path(args.work)
     corpus, questions = write_inputs(world, work / "inputs")
@@ -253,10 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")  # kept if Gemma fails
     if args.gemma:
+        sys.path.insert(0, str(ROOT))  # run as a script: make the ``bench`` folder importable
         from bench.rubrics_real_llm import gemma_build, summary
 
         results["gemma"] = asyncio.run(
-            gemma_build(args, world, corpus, oracle, tuned, built["offline_tuned"])
+            gemma_build(
+                args, world, corpus, oracle, tuned | parse_overrides(args.gemma_set), built["offline_tuned"]
+            )
         )
         print_rows(summary(results["gemma"]), results["gemma"]["rows"])
         print_rows("offline tuned, same topics", results["gemma"]["offline_rows_same_topics"])

@@ -116,6 +116,7 @@ async def gemma_build(
             offline_small = {q: offline[q] for q in small.questions}
             offline_hits = await llm_match(client, offline_small, small.gold, events=events)
     return {
+        "overrides": overrides,
         "topics": {s: sum(v == s for v in small.split.values()) for s in ("dev", "test")},
         "engine_ready_s": round(ready_s, 1),
         "build_s": round(build_s, 1),
