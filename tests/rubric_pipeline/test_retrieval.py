@@ -116,6 +116,23 @@ def test_bm25_numba_backend_gives_the_numpy_scores(passages: list[Passage], bm25
         BM25Index(passages, backend="gpu")
 
 
+def test_bm25_selection_gives_the_scores_of_bm25s_own_retrieve(bm25: BM25Index) -> None:
+    """The numpy path selects its own top-k (among passages sharing a term); bm25s' retrieve is the oracle."""
+    from rubric_pipeline.retrieval.bm25 import tokenize
+
+    queries = ["zorblax river valley", "interest rates bank", "strings tuned in fifths", "the of and", "rain"]
+    for k in (1, 3, len(bm25)):
+        indices, scores = bm25.top_k(queries, k=k)
+        expected, expected_scores = bm25.retriever.retrieve(tokenize(queries), k=k, show_progress=False)
+        assert scores == pytest.approx(np.asarray(expected_scores), rel=1e-6)
+        assert ((indices == -1) == (scores == 0)).all()
+        for row, want, row_scores in zip(indices, expected, scores, strict=True):
+            untied = [
+                i for i, x in zip(row, row_scores, strict=True) if x > 0 and (row_scores == x).sum() < 2
+            ]
+            assert set(untied) <= set(want.tolist())  # an untied hit is one of bm25s' passages
+
+
 # ---------------------------------------------------------------- dense
 
 
