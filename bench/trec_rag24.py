@@ -7,9 +7,11 @@ with a topic-level bootstrap interval beside its macro-F1. Metrics are sklearn's
 
 Judges: majority label, lexical overlap, MiniLM embedding (verifier/judge/baselines.py), and any model
 served by vLLM and judged through the verifier's contract (``LLMJudge``: the prompt, JSON-constrained
-windows) with label probabilities read from logprobs. Each LLM gives three rows: its greedy labels, and
-labels from thresholds calibrated on dev (``bias``: per-label log-biases; ``score``: two thresholds on the
-expected score), both fitted by maximising macro-F1.
+windows) with label probabilities read from logprobs. Each LLM gives four rows: its greedy labels, and
+labels calibrated on dev (``bias``: per-label log-biases; ``score``: two thresholds on the expected score;
+``mixed``: two thresholds on the expected score blended with the rubric's word recall, the weight fitted too),
+each fitted by maximising macro-F1. ``mixed`` asks whether the model adds anything to word overlap: at weight
+1 it is the lexical judge.
 
     flock /tmp/rv-heavy.lock timeout 5400 .venv/bin/python bench/trec_rag24.py
     .venv/bin/python bench/trec_rag24.py --model runs/x/merged --name gemma-sft --trained-on dev.jsonl
@@ -53,6 +55,7 @@ TREC_DIR = next(
 )
 CACHE = ROOT / ".cache" / "bench" / "trec_rag24"
 N_SPLITS = 9  # 3 dev topics per fold
+CALIBRATIONS = ("bias", "score", "mixed")  # verifier.judge.calibration methods, one row each
 BOOTSTRAP = 2000
 
 
@@ -97,6 +100,17 @@ def bootstrap_ci(
 def flat(examples: Sequence[LabelledExample]) -> tuple[list[str], list[str]]:
     """Gold labels and the topic of each rubric, in example order."""
     return [g for ex in examples for g in ex.labels], [ex.qid for ex in examples for _ in ex.labels]
+
+
+def word_recalls(examples: Sequence[LabelledExample]) -> list[float]:
+    """Each rubric's word recall in its response (what ``mixed`` blends in), in example order."""
+    from verifier.judge.hints import response_stems, word_recall
+
+    out = []
+    for example in examples:
+        present = response_stems(example.response)
+        out += [word_recall(present, rubric.text) for rubric in example.rubrics]
+    return out
 
 
 def folds(examples: Sequence[LabelledExample]) -> list[tuple[list[int], list[int]]]:
@@ -341,8 +355,9 @@ def pilot_rows(manifest_path: Path, name: str, dev: list, args: argparse.Namespa
     common |= {"topics": len(set(topics)), "folds": [f["model"] for f in manifest["folds"]]}
     rows = [{"judge": "lexical (same folds)", "dev": metrics(gold, lexical), **common}]
     rows.append({"judge": f"{name} (greedy labels)", "dev": metrics(gold, labels), **common})
-    for method in ("bias", "score"):
-        calibrated = cross_validated_labels(probs, gold, topics, method, n_splits=splits)
+    recall = word_recalls(examples)
+    for method in CALIBRATIONS:
+        calibrated = cross_validated_labels(probs, gold, topics, method, n_splits=splits, word_recall=recall)
         rows.append({"judge": f"{name} + calibrated ({method})", "dev": metrics(gold, calibrated), **common})
     for r in rows:
         r |= {"unjudgeable_rubrics": unjudgeable, "command": COMMAND}
@@ -385,10 +400,15 @@ def llm_rows(
             **common,
         )
     ]
-    for method in ("bias", "score"):
-        out_of_fold = cross_validated_labels(dev_probs, dev_gold, dev_topics, method, n_splits=N_SPLITS)
-        calibration = fit_calibration(dev_probs, dev_gold, method, fitted_on="trec_rag24 dev.jsonl")
-        predicted = calibration.labels(test_probs)
+    dev_recall, test_recall = word_recalls(dev), word_recalls(test)
+    for method in CALIBRATIONS:
+        out_of_fold = cross_validated_labels(
+            dev_probs, dev_gold, dev_topics, method, n_splits=N_SPLITS, word_recall=dev_recall
+        )
+        calibration = fit_calibration(
+            dev_probs, dev_gold, method, fitted_on="trec_rag24 dev.jsonl", word_recall=dev_recall
+        )
+        predicted = calibration.labels(test_probs, test_recall)
         test_m = metrics(test_gold, predicted) | {
             "macro_f1_ci": bootstrap_ci(test_gold, predicted, test_topics)
         }
@@ -433,7 +453,7 @@ def main() -> None:
     )
     parser.add_argument("--trained-on", action="append", default=[], help="training data of each --model")
     parser.add_argument("--save-calibration", default=None, help="write calibration.json (last model) here")
-    parser.add_argument("--save-calibration-method", default="bias", choices=["bias", "score"])
+    parser.add_argument("--save-calibration-method", default="bias", choices=list(CALIBRATIONS))
     parser.add_argument(
         "--judge-only", choices=["dev", "test"], default=None,
         help="only judge this split of every LLM into the cache, then stop (short locked runs)",

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from rubric_pipeline.core.records import LABELS, Label, LabelledExample, Rubric
-from rubric_pipeline.core.text import content_tokens, split_sentences
+from rubric_pipeline.core.text import split_sentences
 from verifier.eval.metrics import macro_f1_rows
 from verifier.judge.guard import is_degenerate
+from verifier.judge.hints import response_stems, word_recall
 from verifier.judge.judges import JudgeItem, Judgement, Reason
 
 logger = logging.getLogger(__name__)
@@ -138,12 +139,8 @@ class LexicalJudge(ThresholdJudge):
     def scores(self, items: Sequence[JudgeItem]) -> list[list[float]]:
         rows = []
         for item in items:
-            present = set(content_tokens(item.response, stem=True))
-            row = []
-            for rubric in item.rubrics:
-                wanted = set(content_tokens(rubric.text, stem=True))
-                row.append(len(wanted & present) / len(wanted) if wanted else 0.0)
-            rows.append(row)
+            present = response_stems(item.response)
+            rows.append([word_recall(present, rubric.text) for rubric in item.rubrics])
         return rows
 
 

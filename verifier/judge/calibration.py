@@ -8,7 +8,9 @@ That needs no tokenizer: it works with any vocabulary whose token strings the se
 
 :class:`Calibration` turns a distribution into a label with parameters fitted on a dev split by
 maximising macro-F1 (``bias``: add a per-label log-bias, then take the argmax; ``score``: two thresholds on
-the expected score, as the lexical judge has). It is saved as ``calibration.json`` in the model folder,
+the expected score, as the lexical judge has; ``mixed``: two thresholds on a weighted mean of the expected
+score and the rubric's word recall in the response, :func:`~verifier.judge.hints.word_recall`, the weight
+fitted too). It is saved as ``calibration.json`` in the model folder,
 where ``rubric-verifier serve --model DIR`` finds it (``"calibrated": true`` on ``/v1/judge``).
 """
 
@@ -20,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -32,6 +34,9 @@ _QUOTED_LABEL = re.compile(r'"(' + "|".join(sorted(LABELS, key=len, reverse=True
 _FLOOR = 1e-6  # log(0) guard for the bias method
 
 LabelProbs = dict[str, float]
+Method = Literal["bias", "score", "mixed"]
+METHODS: tuple[str, ...] = get_args(Method)
+WORD_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))  # the ``mixed`` method's grid
 
 
 class ProbsUnavailable(ValueError):
@@ -108,21 +113,32 @@ def probs_matrix(rows: Sequence[LabelProbs]) -> np.ndarray:
 
 @dataclass
 class Calibration:
-    """Label decisions from distributions: ``bias`` (argmax of log p + bias) or ``score`` thresholds."""
+    """Label decisions from distributions: ``bias`` (argmax of log p + bias), ``score`` thresholds, or
+    ``mixed`` thresholds on the expected score blended with word recall (``word_weight`` of the latter)."""
 
-    method: Literal["bias", "score"] = "bias"
+    method: Method = "bias"
     params: dict[str, float] = field(default_factory=dict)
     fit_macro_f1: float | None = None
     fitted_on: str = ""
     rubrics: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def predict_indices(self, matrix: np.ndarray) -> np.ndarray:
+    @property
+    def needs_word_recall(self) -> bool:
+        """Whether decisions also need each rubric's word recall in the response (``mixed``)."""
+        return self.method == "mixed"
+
+    def predict_indices(self, matrix: np.ndarray, word_recall: np.ndarray | None = None) -> np.ndarray:
         if self.method == "bias":
             bias = np.array([self.params.get(label, 0.0) for label in LABELS])
             return np.argmax(np.log(np.maximum(matrix, _FLOOR)) + bias, axis=1)
-        if self.method == "score":
+        if self.method in ("score", "mixed"):
             scores = matrix @ np.array([LABEL_SCORES[label] for label in LABELS])
+            if self.method == "mixed":
+                if word_recall is None or len(word_recall) != len(scores):
+                    raise ValueError("a 'mixed' calibration needs one word recall per rubric")
+                weight = self.params["word_weight"]
+                scores = (1.0 - weight) * scores + weight * np.asarray(word_recall, dtype=float)
             support, partial = self.params["support"], self.params["partial"]
             index = {label: i for i, label in enumerate(LABELS)}
             return np.where(
@@ -130,12 +146,14 @@ class Calibration:
                 index["support"],
                 np.where(scores >= partial, index["partial_support"], index["not_support"]),
             )
-        raise ValueError(f"unknown calibration method {self.method!r}; expected 'bias' or 'score'")
+        raise ValueError(f"unknown calibration method {self.method!r}; expected one of {list(METHODS)}")
 
-    def labels(self, probs: Sequence[LabelProbs]) -> list[str]:
+    def labels(self, probs: Sequence[LabelProbs], word_recall: Sequence[float] | None = None) -> list[str]:
+        """Labels of ``probs`` (``word_recall``: one per rubric, for a ``mixed`` calibration)."""
         if not probs:
             return []
-        return [LABELS[i] for i in self.predict_indices(probs_matrix(probs))]
+        recall = None if word_recall is None else np.asarray(word_recall, dtype=float)
+        return [LABELS[i] for i in self.predict_indices(probs_matrix(probs), recall)]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -152,7 +170,7 @@ class Calibration:
             calibration = cls(**data)
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: not a calibration file ({exc})") from exc
-        calibration.predict_indices(np.full((1, len(LABELS)), 1 / len(LABELS)))  # checks method and params
+        calibration.predict_indices(np.full((1, len(LABELS)), 1 / len(LABELS)), np.zeros(1))  # checks params
         return calibration
 
 
@@ -167,15 +185,32 @@ def find_calibration(model_dir: str | Path | None) -> Calibration | None:
 def fit_calibration(
     probs: Sequence[LabelProbs],
     gold: Sequence[str],
-    method: Literal["bias", "score"] = "bias",
+    method: Method = "bias",
     grid: int = 41,
     fitted_on: str = "",
+    word_recall: Sequence[float] | None = None,
 ) -> Calibration:
-    """Parameters maximising macro-F1 of the decisions on ``(probs, gold)``: a dev split, never test."""
+    """Parameters maximising macro-F1 of the decisions on ``(probs, gold)``: a dev split, never test.
+    ``mixed`` needs ``word_recall`` (one per rubric) and also picks its weight from :data:`WORD_WEIGHTS`."""
     if len(probs) != len(gold) or not probs:
         raise ValueError(f"fit_calibration: {len(probs)} distributions for {len(gold)} gold labels")
     matrix = probs_matrix(probs)
     gold_index = np.array([LABELS.index(label) for label in gold])
+    if method == "mixed":
+        if word_recall is None or len(word_recall) != len(gold):
+            raise ValueError("fit_calibration: 'mixed' needs one word recall per rubric")
+        recall = np.asarray(word_recall, dtype=float)
+        expected = matrix @ np.array([LABEL_SCORES[label] for label in LABELS])
+        fits = []
+        for weight in WORD_WEIGHTS:
+            blended = (1.0 - weight) * expected + weight * recall
+            cuts = _cuts(blended, grid)
+            candidates = [{"support": s, "partial": p, "word_weight": weight} for p, s in cuts]
+            f1 = _grid_macro_f1(matrix, gold_index, method, candidates, recall)
+            top = int(np.argmax(f1))
+            fits.append((float(f1[top]), candidates[top]))
+        best_f1, best = max(fits, key=lambda fit: fit[0])  # the first best weight on ties
+        return Calibration(method, best, best_f1, fitted_on, len(gold))
     if method == "bias":
         values = np.linspace(-8.0, 8.0, grid)
         candidates = [
@@ -185,25 +220,28 @@ def fit_calibration(
         ]
     elif method == "score":
         scores = matrix @ np.array([LABEL_SCORES[label] for label in LABELS])
-        cuts = np.unique(np.quantile(scores, np.linspace(0, 1, grid * 2), method="lower"))
-        cuts = np.concatenate([cuts, [np.inf]])
-        candidates = [
-            {"support": float(support), "partial": float(partial)}
-            for i, partial in enumerate(cuts)
-            for support in cuts[i:]
-        ]
+        candidates = [{"support": s, "partial": p} for p, s in _cuts(scores, grid)]
     else:
-        raise ValueError(f"unknown calibration method {method!r}; expected 'bias' or 'score'")
+        raise ValueError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}")
     f1 = _grid_macro_f1(matrix, gold_index, method, candidates)
     top = int(np.argmax(f1))  # the first best candidate, in grid order
     return Calibration(method, candidates[top], float(f1[top]), fitted_on, len(gold))
 
 
+def _cuts(scores: np.ndarray, grid: int) -> list[tuple[float, float]]:
+    """Every (partial, support) threshold pair, partial <= support, among ``2 * grid`` quantiles of the
+    scores (inf: never predict that label)."""
+    cuts = np.unique(np.quantile(scores, np.linspace(0, 1, grid * 2), method="lower"))
+    cuts = np.concatenate([cuts, [np.inf]])
+    return [(float(partial), float(support)) for i, partial in enumerate(cuts) for support in cuts[i:]]
+
+
 def _grid_macro_f1(
     matrix: np.ndarray,
     gold_index: np.ndarray,
-    method: Literal["bias", "score"],
+    method: Method,
     candidates: Sequence[dict[str, float]],
+    word_recall: np.ndarray | None = None,
     block: int = 2_000_000,
 ) -> np.ndarray:
     """Macro-F1 of every candidate's decisions, scored a block of candidates per sklearn call."""
@@ -212,7 +250,7 @@ def _grid_macro_f1(
     for start in range(0, len(candidates), per_block):
         pred = np.stack(
             [
-                Calibration(method, params).predict_indices(matrix)
+                Calibration(method, params).predict_indices(matrix, word_recall)
                 for params in candidates[start : start + per_block]
             ]
         )
@@ -224,17 +262,24 @@ def cross_validated_labels(
     probs: Sequence[LabelProbs],
     gold: Sequence[str],
     groups: Sequence[str],
-    method: Literal["bias", "score"] = "bias",
+    method: Method = "bias",
     n_splits: int = 9,
+    word_recall: Sequence[float] | None = None,
 ) -> list[str]:
     """Out-of-fold calibrated labels: each fold of topics is decided by a calibration fitted on the others
     (``GroupKFold``), so the macro-F1 of the result estimates calibration on unseen topics."""
     from sklearn.model_selection import GroupKFold
 
     matrix = probs_matrix(probs)
+    recall = None if word_recall is None else np.asarray(word_recall, dtype=float)
     predicted = np.zeros(len(gold), dtype=int)
     folds = GroupKFold(n_splits=min(n_splits, len(set(groups))))
     for train, held in folds.split(matrix, groups=list(groups)):
-        fitted = fit_calibration([probs[i] for i in train], [gold[i] for i in train], method)
-        predicted[held] = fitted.predict_indices(matrix[held])
+        fitted = fit_calibration(
+            [probs[i] for i in train],
+            [gold[i] for i in train],
+            method,
+            word_recall=None if recall is None else recall[train],
+        )
+        predicted[held] = fitted.predict_indices(matrix[held], None if recall is None else recall[held])
     return [LABELS[i] for i in predicted]

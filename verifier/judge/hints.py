@@ -37,6 +37,13 @@ def response_stems(response: str) -> set[str]:
     return set(content_tokens(response, stem=True))
 
 
+def word_recall(present: set[str], rubric: str) -> float:
+    """Share of the rubric's distinct content stems found in ``present`` (:func:`response_stems`); 0.0 for a
+    rubric without content words. The lexical judge's score, and the word prior a calibration may mix in."""
+    wanted = set(content_tokens(rubric, stem=True))
+    return len(wanted & present) / len(wanted) if wanted else 0.0
+
+
 def missing_words(present: set[str], rubric: str) -> list[str]:
     """The rubric's content words (first spelling, in order) whose stem is not in ``present``
     (:func:`response_stems` of the response)."""

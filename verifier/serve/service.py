@@ -21,6 +21,7 @@ from typing import Any
 
 from rubric_pipeline.core.records import RecordError, Rubric, RubricSet, iter_jsonl, parse_rubric_list
 from verifier.judge.guard import DEGENERATE, is_degenerate
+from verifier.judge.hints import response_stems, word_recall
 from verifier.judge.judges import Judgement, Reason
 from verifier.judge.reward import Aggregation, score, score_expected
 from verifier.serve.admission import QueueFull, WorkQueue, windows_of
@@ -312,7 +313,7 @@ class RewardService:
                 message = "the judge returned no label probabilities"
                 return self._count(ItemResult(None, None, message, UNPARSABLE))
             if options.calibrated:
-                labels = self.calibration.labels(probs)
+                labels = self.calibration.labels(probs, self._word_recall(item))
             mode = aggregation or self.aggregation
             if options.soft_reward:
                 outcome = score_expected(probs, item.rubrics, mode)
@@ -324,6 +325,13 @@ class RewardService:
             return self._count(ItemResult(labels, outcome.value, probs=shown))
         finally:
             self.metrics.item_latency.observe(time.perf_counter() - started)
+
+    def _word_recall(self, item: Item) -> list[float] | None:
+        """Each rubric's word recall in the response, when the calibration mixes it in."""
+        if not self.calibration.needs_word_recall:
+            return None
+        present = response_stems(item.response)
+        return [word_recall(present, rubric.text) for rubric in item.rubrics]
 
     async def _judge(self, item: Item, with_probs: bool = False) -> Judgement:
         """One judge call, or two (first window, then the rest) when ``first_window`` is set: only the

@@ -93,6 +93,33 @@ def test_calibration_fits_better_than_argmax_and_round_trips(tmp_path) -> None:
         find_calibration(tmp_path / "bad")
 
 
+def test_mixed_calibration_weighs_word_recall_against_the_model() -> None:
+    rng = np.random.default_rng(1)
+    gold = list(rng.choice(LABELS, size=300, p=[0.4, 0.1, 0.5]))
+    # an uninformative model, and a word recall that tracks the gold label with noise
+    probs = [dict(zip(LABELS, rng.dirichlet([1, 1, 1]).tolist(), strict=True)) for _ in gold]
+    centre = {S: 0.9, P: 0.5, N: 0.15}
+    recall = [float(np.clip(centre[label] + rng.normal(scale=0.12), 0, 1)) for label in gold]
+    score = fit_calibration(probs, gold, "score")
+    mixed = fit_calibration(probs, gold, "mixed", word_recall=recall)
+    assert mixed.params["word_weight"] > 0.5 and mixed.fit_macro_f1 > score.fit_macro_f1 + 0.2
+    assert mixed.needs_word_recall and not score.needs_word_recall
+    from sklearn.metrics import f1_score
+
+    labels = mixed.labels(probs, recall)
+    assert mixed.fit_macro_f1 == pytest.approx(f1_score(gold, labels, average="macro", labels=list(LABELS)))
+    with pytest.raises(ValueError, match="word recall per rubric"):
+        mixed.labels(probs)
+    with pytest.raises(ValueError, match="word recall per rubric"):
+        fit_calibration(probs, gold, "mixed")
+    # weight 0 is the score calibration
+    unweighted = Calibration("mixed", {**score.params, "word_weight": 0.0})
+    assert unweighted.labels(probs, recall) == score.labels(probs)
+    groups = [f"topic{i % 10}" for i in range(len(gold))]
+    out_of_fold = cross_validated_labels(probs, gold, groups, "mixed", n_splits=5, word_recall=recall)
+    assert f1_score(gold, out_of_fold, average="macro", labels=list(LABELS)) > score.fit_macro_f1
+
+
 def test_expected_score() -> None:
     probs = {S: 0.5, P: 0.4, N: 0.1}
     assert expected_score(probs) == pytest.approx(0.7)

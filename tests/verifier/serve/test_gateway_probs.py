@@ -63,3 +63,16 @@ def test_calibrated_without_a_calibration_is_422(vllm_server):
         response = httpx.post(f"{server.url}/v1/judge", json=body, timeout=60)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "calibrated"]
+
+
+@pytest.mark.vllm
+def test_mixed_calibration_takes_word_recall_from_the_response(vllm_server, tmp_path):
+    # word_weight 1: the rubric's word recall alone decides (0.25, 0, 0 for ITEM), whatever the model says
+    params = {"support": 0.9, "partial": 0.2, "word_weight": 1.0}
+    path = Calibration("mixed", params).save(tmp_path)
+    config = ServeConfig(engine_url=[vllm_server.url], calibration=str(path))
+    with BackgroundServer(build_app(config, [vllm_server.base_url], vllm_server.model_name)) as server:
+        body = {"items": [ITEM], "calibrated": True}
+        result = httpx.post(f"{server.url}/v1/judge", json=body, timeout=120).json()["results"][0]
+    assert result["error"] is None, result
+    assert result["labels"] == ["partial_support", "not_support", "not_support"]
