@@ -330,6 +330,22 @@ def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Nam
     return {"dev": [by_id[example.response_id] for example in dev], "test": test_judged, "model": final}
 
 
+def inner_cv_lexical(examples: list, n_splits: int) -> list[str]:
+    """Lexical labels of ``examples``, each topic group decided by thresholds fitted on the other groups."""
+    from sklearn.model_selection import GroupKFold
+
+    from verifier.judge.baselines import LexicalJudge
+
+    labels: list[list[str]] = [[] for _ in examples]
+    groups = [example.qid for example in examples]
+    for train, held in GroupKFold(n_splits=n_splits).split(examples, groups=groups):
+        judge = LexicalJudge().fit([examples[i] for i in train])
+        part = [examples[i] for i in held]
+        for i, judged in zip(held, _split(asyncio.run(labels_of(judge, part)), part), strict=True):
+            labels[i] = judged
+    return [label for row in labels for label in row]
+
+
 def pilot_rows(manifest_path: Path, name: str, dev: list, args: argparse.Namespace) -> list[dict]:
     """Dev rows of the fold models a manifest holds so far (a recipe pilot: no all-dev model, no test):
     greedy and calibrated labels over the judged folds' topics (calibration cross-validated by topic
@@ -338,7 +354,7 @@ def pilot_rows(manifest_path: Path, name: str, dev: list, args: argparse.Namespa
 
     manifest = json.loads(manifest_path.read_text())
     examples, judged, lexical = [], [], []
-    for fold in manifest["folds"]:
+    for fold in manifest["folds"][: args.pilot_folds]:
         if not Path(fold["model"], "config.json").is_file():
             continue
         held = set(fold["held_out_qids"])
@@ -352,8 +368,12 @@ def pilot_rows(manifest_path: Path, name: str, dev: list, args: argparse.Namespa
     labels, probs, unjudgeable = _labels_probs(examples, judged)
     splits = min(N_SPLITS, len(set(topics)))
     common = {"recipe": manifest.get("recipe"), "extra": manifest.get("extra"), "window": args.window}
-    common |= {"topics": len(set(topics)), "folds": [f["model"] for f in manifest["folds"]]}
+    judged_folds = [f["model"] for f in manifest["folds"][: args.pilot_folds]]
+    common |= {"topics": len(set(topics)), "folds": judged_folds}
     rows = [{"judge": "lexical (same folds)", "dev": metrics(gold, lexical), **common}]
+    inner = inner_cv_lexical(examples, splits)  # fitted as the calibrations are: the mixed row's control
+    control = "lexical (fitted by topic CV within the judged folds)"
+    rows.append({"judge": control, "dev": metrics(gold, inner), **common})
     rows.append({"judge": f"{name} (greedy labels)", "dev": metrics(gold, labels), **common})
     recall = word_recalls(examples)
     for method in CALIBRATIONS:
@@ -463,6 +483,9 @@ def main() -> None:
         help="judge only the fold models each --cv-manifest holds (dev rows, no test) into --pilot-output",
     )  # fmt: skip
     parser.add_argument("--pilot-output", default=str(ROOT / "bench" / "results" / "trec_pilots.json"))
+    parser.add_argument(
+        "--pilot-folds", type=int, default=None, help="--pilot: only the first N folds of each manifest"
+    )
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--kv-cache-gib", type=int, default=2)
