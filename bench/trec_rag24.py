@@ -103,14 +103,11 @@ def flat(examples: Sequence[LabelledExample]) -> tuple[list[str], list[str]]:
 
 
 def word_recalls(examples: Sequence[LabelledExample]) -> list[float]:
-    """Each rubric's word recall in its response (what ``mixed`` blends in), in example order."""
-    from verifier.judge.hints import response_stems, word_recall
+    """Each rubric's word recall in its response (the lexical judge's score, which ``mixed`` blends in), in
+    example order."""
+    from verifier.judge.baselines import LexicalJudge
 
-    out = []
-    for example in examples:
-        present = response_stems(example.response)
-        out += [word_recall(present, rubric.text) for rubric in example.rubrics]
-    return out
+    return [score for row in LexicalJudge().scores(examples) for score in row]
 
 
 def folds(examples: Sequence[LabelledExample]) -> list[tuple[list[int], list[int]]]:
