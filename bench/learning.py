@@ -190,6 +190,14 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch threads for training (recipe's)")
     parser.add_argument(
+        "--max-train-seconds", type=float, default=None,
+        help="stop stage 1 after this many training seconds (evaluations left out)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sft-set", action="append", default=[], metavar="FIELD=JSON",
+        help="set any stage 1 field (recipe key), e.g. 'lora_target_modules=[\"q_proj\"]'; repeatable",
+    )  # fmt: skip
+    parser.add_argument(
         "--skip-zero-shot", action="store_true", help="do not judge the base model (known from trec_judges)"
     )
     parser.add_argument(
@@ -208,6 +216,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    from rubric_pipeline.core.config import parse_settings
     from verifier.hardware import speed_flags
     from verifier.train.data import TrainingSplits
     from verifier.train.rl import rl_config, run_rl
@@ -224,9 +233,11 @@ def main() -> int:
         "lr_scheduler_type": args.lr_scheduler,
         "window_passes": args.window_passes,
         "hints": args.hints,
+        "max_train_seconds": args.max_train_seconds,
     }
     sft_values = {"model_name_or_path": args.model, "seed": args.seed}
     sft_values |= {key: value for key, value in overrides.items() if value is not None}
+    sft_values |= parse_settings(args.sft_set)
     # the in-training monitor: teacher-forced label accuracy on held-out prompts (one forward pass each)
     sft_values |= {"eval_mode": "teacher_forced", "eval_steps": args.eval_steps}
     if args.mode == "trec":

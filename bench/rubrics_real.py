@@ -204,14 +204,9 @@ def demo_world_scores(work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return {"rubrics": stats["rubrics"], "questions": stats["questions"], **stats["scores"]}
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``FIELD=JSON`` command-line items as build overrides."""
-    return {key: json.loads(value) for key, value in (item.split("=", 1) for item in items)}
-
-
 def main(argv: list[str] | None = None) -> int:
     from rubric_pipeline.build_config import BuildConfig
-    from rubric_pipeline.core.config import load_recipe
+    from rubric_pipeline.core.config import load_recipe, parse_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trec-dir", default=str(TREC_DIR), help="the TREC RAG 2024 sample folder")
@@ -232,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     tuned = dict(load_recipe(args.recipe).get("build") or {})
-    tuned.update(parse_overrides(args.set))
+    tuned.update(parse_settings(args.set))
     world = load_world(Path(args.trec_dir))
     work = Path(args.work)
     corpus, questions = write_inputs(world, work / "inputs")
@@ -270,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
         results["gemma"] = asyncio.run(
             gemma_build(
-                args, world, corpus, oracle, tuned | parse_overrides(args.gemma_set), built["offline_tuned"]
+                args, world, corpus, oracle, tuned | parse_settings(args.gemma_set), built["offline_tuned"]
             )
         )
         print_rows(summary(results["gemma"]), results["gemma"]["rows"])

@@ -82,6 +82,21 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple
             continue
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``FIELD=JSON`` command-line items as a mapping of overrides (a value that is not JSON stays a
+    string)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item!r}: expected FIELD=JSON")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def load_recipe(path: str | Path | None) -> dict[str, Any]:
     if path is None:
         return {}

@@ -51,6 +51,11 @@ class SFTOptions(StageOptions):
         "logits after the gold labels before it",
     )
     eval_max_new_tokens: int = option(64, help="tokens generated per eval prompt")
+    max_train_seconds: float | None = option(
+        None,
+        help="stop after this many seconds of training (evaluations left out), then save as usual: a "
+        "time-to-quality budget (a constant learning rate suits it)",
+    )
 
 
 SFT = StageSpec(
@@ -235,7 +240,8 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
 
     class AgreementCallback(TrainerCallback):
         """Label agreement on held-out questions every ``eval_steps`` and at the end of training, with the
-        training seconds so far (evaluation time left out): the points of a time-to-quality curve."""
+        training seconds so far (evaluation time left out): the points of a time-to-quality curve; stops
+        training once ``max_train_seconds`` of it are spent."""
 
         def __init__(self) -> None:
             self.last: dict[str, float] | None = None
@@ -269,6 +275,12 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
             self.steps_run += 1
             if every and windows and state.global_step % every == 0:
                 self._evaluate(state, model)
+            trained = time.perf_counter() - self.started - self.eval_seconds
+            if options.max_train_seconds is not None and trained >= options.max_train_seconds:
+                logger.info(
+                    "training budget of %.0f s spent at step %d", options.max_train_seconds, state.global_step
+                )
+                control.should_training_stop = True
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             if windows and (self.last is None or self.last["step"] != state.global_step):

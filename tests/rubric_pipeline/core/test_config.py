@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 import pytest
 
-from rubric_pipeline.core.config import add_config_arguments, build_config, config_hash, option
+from rubric_pipeline.core.config import (
+    add_config_arguments,
+    build_config,
+    config_hash,
+    option,
+    parse_settings,
+)
+from rubric_pipeline.core.errors import ConfigError
 
 
 @dataclass
@@ -96,3 +104,14 @@ def test_enum_fields_take_their_values_from_flags_and_recipes(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"'mode' must be one of \['fast', 'slow'\], got 'medium'"):
         build_config(ModeConfig, recipe, "stage", None)
     assert config_hash(ModeConfig(Mode.SLOW)) == config_hash({"mode": "slow"})
+
+
+def test_values_are_json_and_a_bare_word_stays_a_string() -> None:
+    settings = parse_settings(["k=10", 'lora_target_modules=["q_proj"]', "hints=words", "x=a=b"])
+    assert settings == {"k": 10, "lora_target_modules": ["q_proj"], "hints": "words", "x": "a=b"}
+
+
+@pytest.mark.parametrize("item", ["no-equals", "=3"])
+def test_an_item_without_a_field_name_is_refused_by_name(item: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(repr(item))):
+        parse_settings([item])

@@ -75,6 +75,18 @@ def test_sft_steps_learn_and_merge(tiny_model_dir: Path, labelled_path: Path, tm
     assert json.loads(lines[-1])["step"] == 4
 
 
+def test_a_spent_training_budget_stops_the_stage_and_still_saves(
+    tiny_model_dir: Path, labelled_path: Path, tmp_path: Path
+) -> None:
+    from verifier.train.sft import run_sft
+
+    result = run_sft(
+        _config(tiny_model_dir, labelled_path, tmp_path / "sft", max_train_seconds=0.0, max_eval_windows=0)
+    )
+    assert result.global_step == 1 and result.steps_run == 1  # of max_steps=4
+    assert (Path(result.model_dir) / "model.safetensors").is_file()
+
+
 def test_sft_lora_resume_continues_at_the_checkpoint_step(
     tiny_model_dir: Path, labelled_path: Path, tmp_path: Path
 ) -> None:
