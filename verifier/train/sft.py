@@ -249,6 +249,10 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
             self.started = time.perf_counter()
             self.eval_seconds = 0.0
 
+        def trained_seconds(self, now: float) -> float:
+            """Seconds since training began at ``now`` (a ``perf_counter`` reading), evaluations left out."""
+            return now - self.started - self.eval_seconds
+
         def _evaluate(self, state, model) -> None:
             began = time.perf_counter()
             if options.eval_mode == "teacher_forced":
@@ -256,7 +260,7 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
             else:
                 metrics = label_agreement(model, tokenizer, windows, options.eval_max_new_tokens, batch_size)
             metrics["step"] = state.global_step
-            metrics["train_seconds"] = round(began - self.started - self.eval_seconds, 1)
+            metrics["train_seconds"] = round(self.trained_seconds(began), 1)
             self.eval_seconds += time.perf_counter() - began
             self.last = metrics
             state.log_history.append(
@@ -275,11 +279,9 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
             self.steps_run += 1
             if every and windows and state.global_step % every == 0:
                 self._evaluate(state, model)
-            trained = time.perf_counter() - self.started - self.eval_seconds
-            if options.max_train_seconds is not None and trained >= options.max_train_seconds:
-                logger.info(
-                    "training budget of %.0f s spent at step %d", options.max_train_seconds, state.global_step
-                )
+            budget = options.max_train_seconds
+            if budget is not None and self.trained_seconds(time.perf_counter()) >= budget:
+                logger.info("training budget of %.0f s spent at step %d", budget, state.global_step)
                 control.should_training_stop = True
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
