@@ -16,7 +16,14 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rubric_pipeline.core.records import Passage
-from rubric_pipeline.core.text import PRONOUNS, content_tokens, normalize, split_sentences, tokens
+from rubric_pipeline.core.text import (
+    PRONOUNS,
+    content_tokens,
+    normalize,
+    split_sentences,
+    strip_markdown,
+    tokens,
+)
 from rubric_pipeline.llm_call import ask_parsed
 
 logger = logging.getLogger(__name__)
@@ -58,8 +65,9 @@ def nugget_schema(max_nuggets: int = 3, max_chars: int = 200) -> dict:
 
 
 def clean_nugget(text: str, min_words: int = 5, max_words: int = 35) -> str | None:
-    """Normalize a nugget; ``None`` when it is empty, a "none" answer, or outside the word bounds."""
-    text = normalize(text)
+    """Normalize a nugget (Markdown list markers and bold dropped); ``None`` when it is empty, a "none"
+    answer, or outside the word bounds."""
+    text = normalize(strip_markdown(text))
     words = text.split()
     if not words or text.lower().rstrip(".") in {"none", "n/a", "nothing"}:
         return None

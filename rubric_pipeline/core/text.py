@@ -50,6 +50,16 @@ def light_stem(token: str) -> str:
     return token
 
 
+_LIST_MARKER = re.compile(r"^\s*(?:#{1,6}|[-*+\u2022]|\d{1,2}[.)])\s+")
+_EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1")
+
+
+def strip_markdown(text: str) -> str:
+    """Drop a leading list marker or heading mark ("2. ", "- ", "### ") and bold markers (``**x**``,
+    ``__x__``): model answers are often Markdown, and a rubric states the fact, not its layout."""
+    return _EMPHASIS.sub(r"\2", _LIST_MARKER.sub("", text))
+
+
 def normalize(text: str) -> str:
     """Collapse whitespace and strip surrounding quotes, bullets and spaces."""
     text = re.sub(r"\s+", " ", text).strip()

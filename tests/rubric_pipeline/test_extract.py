@@ -40,6 +40,21 @@ def test_clean_nugget_bounds_and_none() -> None:
     assert clean_nugget(" ".join(["word"] * 40)) is None
 
 
+def test_clean_nugget_drops_markdown_layout_but_keeps_numbers() -> None:
+    assert clean_nugget("2. **Foreign investment**: US firms have invested in Chinese factories.") == (
+        "Foreign investment: US firms have invested in Chinese factories."
+    )
+    assert clean_nugget("### The __Marshall Plan__ aided European recovery after the war") == (
+        "The Marshall Plan aided European recovery after the war."
+    )
+    assert clean_nugget("2.5 million people live in the old port city.") == (
+        "2.5 million people live in the old port city."
+    )
+    assert clean_nugget("In 1990. the port city grew quickly for years") == (
+        "In 1990. the port city grew quickly for years."
+    )
+
+
 def test_offline_extraction_selects_question_sentences_and_names_the_entity() -> None:
     nuggets = extract_offline("When was Velmora founded?", ["Velmora salt traders"], PASSAGE, max_nuggets=2)
     assert len(nuggets) == 2
