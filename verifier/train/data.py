@@ -232,11 +232,11 @@ def build_splits(
     eval_plain = [e for e in eval_examples if not is_augmented(e)]
     train = make_windows(train_examples, options)
     held_out = make_windows(eval_plain, dataclasses.replace(options, seed=options.seed + 1, passes=1))
-    rng = random.Random(options.seed)
     if max_train_windows is not None:
-        train = sample_windows(train, max_train_windows, rng, balance_labels)
+        train = sample_windows(train, max_train_windows, random.Random(options.seed), balance_labels)
     if max_eval_windows is not None and len(held_out) > max_eval_windows:
-        held_out = rng.sample(held_out, max_eval_windows)
+        # a generator of its own: the held-out sample does not move with the training cap or balance
+        held_out = random.Random(options.seed + 1).sample(held_out, max_eval_windows)
     splits = TrainingSplits(train=train, eval=held_out)
     assert not ({w.qid for w in splits.train} & {w.qid for w in splits.eval}), (
         "a question is in train and eval"

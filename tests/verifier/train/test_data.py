@@ -130,6 +130,15 @@ def test_build_splits_eval_has_no_augmented_or_train_questions() -> None:
         make_windows(_examples(), WindowOptions(output_formats=("json", "toml")))
 
 
+def test_held_out_sample_does_not_move_with_the_training_cap() -> None:
+    def eval_ids(**caps) -> list[tuple[str, tuple[str, ...]]]:
+        splits = build_splits(_examples(40), WindowOptions(), eval_fraction=0.5, max_eval_windows=6, **caps)
+        assert len(splits.eval) == 6
+        return [(w.response_id, tuple(w.rubric_texts)) for w in splits.eval]
+
+    assert eval_ids() == eval_ids(max_train_windows=5) == eval_ids(max_train_windows=9, balance_labels=True)
+
+
 # one case: the command imports torch (seconds); every case runs through the same reader in test_augment.py
 @pytest.mark.parametrize("bad_labelled_file", ["unknown_label"], indirect=True)
 def test_train_sft_cli_names_bad_data_line_and_field(tmp_path, bad_labelled_file, one_line_error) -> None:
