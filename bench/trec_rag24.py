@@ -269,7 +269,7 @@ async def judge_split(
 
     engine_config = EngineConfig(
         model=str(model_dir), max_model_len=args.max_model_len, kv_cache_gib=args.kv_cache_gib,
-        cpu_threads=args.cpu_threads, log_path=str(CACHE / f"{model_dir.name}-vllm.log"),
+        cpu_threads=args.cpu_threads, log_path=str(CACHE / f"{model_key(model_dir)}-vllm.log"),
     )  # fmt: skip
     out: dict[str, list[dict]] = {}
     with VLLMEngine(engine_config) as engine:
@@ -309,12 +309,17 @@ async def judge_split(
     return out
 
 
+def model_key(model_dir: Path) -> str:
+    """A file-name key of a model folder (its resolved path), for its judgement cache and engine log."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_dir.resolve()).strip("/"))[-80:]
+
+
 def cached_judgements(
     model_dir: Path, dev: list, test: list, args: argparse.Namespace, only: str | None = None
 ) -> dict[str, list[dict]]:
     """Judged dev and test (or ``only`` one of them), from the cache or through a fresh engine."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_dir.resolve()).strip("/"))[-80:] + f"-w{args.window}"
+    key = f"{model_key(model_dir)}-w{args.window}"
     paths = {name: CACHE / f"{key}-{name}.jsonl" for name in ((only,) if only else ("dev", "test"))}
     wanted = {"dev": dev, "test": test}
     missing = {name: wanted[name] for name, path in paths.items() if not path.exists()}
