@@ -309,6 +309,12 @@ async def judge_split(
     return out
 
 
+def project_relative(path: Path) -> str:
+    """``path`` relative to the project when it lies inside it (results files name no machine paths)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def model_key(model_dir: Path) -> str:
     """A file-name key of a model folder (its resolved path), for its judgement cache and engine log."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_dir.resolve()).strip("/"))[-80:]
@@ -478,7 +484,7 @@ def llm_rows(
     common = {
         "unjudgeable_rubrics": {"dev": dev_bad, "test": test_bad},
         "window": args.window,
-        "model_dir": str(model_dir),
+        "model_dir": project_relative(model_dir),
     }
     test_m = test_figures(test_gold, test_labels, test_topics, lexical)
     rows = [
