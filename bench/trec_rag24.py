@@ -44,7 +44,7 @@ import numpy as np
 
 from rubric_pipeline.core.records import LABELS, LabelledExample
 from rubric_pipeline.trec import read_trec_labelled
-from verifier.judge.calibration import cross_validated_labels, fit_calibration
+from verifier.judge.calibration import argmax_label, cross_validated_labels, fit_calibration, mean_probs
 
 logger = logging.getLogger("bench.trec_rag24")
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,23 +92,21 @@ def _macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_score(gold, pred, labels=list(LABELS), average="macro", zero_division=0))
 
 
-def bootstrap_ci(gold: Sequence[str], pred: Sequence[str], topics: Sequence[str]) -> list[float]:
-    """95% percentile interval of macro-F1 over topic resamples."""
+def bootstrap_ci(gold: Sequence[str], pred: Sequence[str], resamples: list[np.ndarray]) -> list[float]:
+    """95% percentile interval of macro-F1 over the topic resamples."""
     gold, pred = np.array(gold), np.array(pred)
-    values = [_macro_f1(gold[index], pred[index]) for index in topic_resamples(topics)]
+    values = [_macro_f1(gold[index], pred[index]) for index in resamples]
     low, high = np.percentile(values, [2.5, 97.5])
     return [round(float(low), 4), round(float(high), 4)]
 
 
 def paired_difference(
-    gold: Sequence[str], pred: Sequence[str], reference: Sequence[str], topics: Sequence[str]
+    gold: Sequence[str], pred: Sequence[str], reference: Sequence[str], resamples: list[np.ndarray]
 ) -> dict[str, Any]:
     """Macro-F1 of ``pred`` minus that of ``reference`` on the same rubrics, with the 95% interval of the
     difference over the same topic resamples and the share of resamples where ``pred`` is ahead."""
     gold, pred, reference = np.array(gold), np.array(pred), np.array(reference)
-    diffs = np.array(
-        [_macro_f1(gold[i], pred[i]) - _macro_f1(gold[i], reference[i]) for i in topic_resamples(topics)]
-    )
+    diffs = np.array([_macro_f1(gold[i], pred[i]) - _macro_f1(gold[i], reference[i]) for i in resamples])
     low, high = np.percentile(diffs, [2.5, 97.5])
     return {
         "macro_f1_diff": round(_macro_f1(gold, pred) - _macro_f1(gold, reference), 4),
@@ -122,9 +120,10 @@ def test_figures(
 ) -> dict[str, Any]:
     """Test metrics, the topic-bootstrap interval of macro-F1 and, given the lexical judge's labels, the
     paired difference to it (``vs_lexical``)."""
-    figures = metrics(gold, pred) | {"macro_f1_ci": bootstrap_ci(gold, pred, topics)}
+    resamples = topic_resamples(topics)
+    figures = metrics(gold, pred) | {"macro_f1_ci": bootstrap_ci(gold, pred, resamples)}
     if lexical is not None:
-        figures["vs_lexical"] = paired_difference(gold, pred, lexical, topics)
+        figures["vs_lexical"] = paired_difference(gold, pred, lexical, resamples)
     return figures
 
 
@@ -167,7 +166,7 @@ def row(
         "params_m": size,
         "trained_on": trained_on,
         **{key: test[key] for key in ("macro_f1", "macro_f1_ci", "accuracy", "binary_f1", "f1_per_label")},
-        **{key: test[key] for key in ("vs_lexical",) if key in test},
+        **({"vs_lexical": test["vs_lexical"]} if "vs_lexical" in test else {}),
         "dev_cv": dev_cv,
         "test_rubrics": test["rubrics"],
         **extra,
@@ -360,8 +359,6 @@ def averaged(results: Sequence[dict]) -> dict:
     judged = [r for r in results if r["labels"] is not None]
     if not judged:
         return dict(results[0])
-    from verifier.judge.calibration import argmax_label, mean_probs
-
     probs = mean_probs([r["probs"] for r in judged])
     labels = [argmax_label(p) for p in probs]
     return {"response_id": judged[0]["response_id"], "labels": labels, "probs": probs, "error": None}
@@ -384,26 +381,25 @@ def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Nam
     missing = [example.response_id for example in dev if example.response_id not in by_id]
     if missing:
         raise SystemExit(f"{manifest_path}: no fold holds out {missing[:3]} (a manifest of another dev set?)")
-    if args.test_by == "folds":
-        final = Path(manifest["folds"][0]["model"])  # the size of each; the row names the ensemble
-        fold_runs = [
-            cached_judgements(Path(fold["model"]), [], test, args, only="test")["test"]
-            for fold in manifest["folds"]
-        ]
-        test_judged = [averaged(results) for results in zip(*fold_runs, strict=True)]
-    else:
-        final = Path(manifest["final"]["model"])
-        test_judged = cached_judgements(final, [], test, args, only="test")["test"]
     trained_on = "dev.jsonl (dev figures: out-of-fold models of bench/trec_train.py)"
     extra = manifest.get("extra") or []
     if "--model_name_or_path" in extra:  # a base trained elsewhere first (e.g. on the demo world)
         trained_on = f"{extra[extra.index('--model_name_or_path') + 1]}, then {trained_on}"
     if args.test_by == "folds":
+        model = Path(manifest["folds"][0]["model"])  # the size of each; the row names the ensemble
+        fold_runs = [
+            cached_judgements(Path(fold["model"]), [], test, args, only="test")["test"]
+            for fold in manifest["folds"]
+        ]
+        test_judged = [averaged(results) for results in zip(*fold_runs, strict=True)]
         trained_on += f"; test judged by the {len(manifest['folds'])} fold models, probabilities averaged"
+    else:
+        model = Path(manifest["final"]["model"])
+        test_judged = cached_judgements(model, [], test, args, only="test")["test"]
     return {
         "dev": [by_id[example.response_id] for example in dev],
         "test": test_judged,
-        "model": final,
+        "model": model,
         "trained_on": trained_on,
     }
 
