@@ -382,6 +382,8 @@ def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Nam
     if missing:
         raise SystemExit(f"{manifest_path}: no fold holds out {missing[:3]} (a manifest of another dev set?)")
     trained_on = "dev.jsonl (dev figures: out-of-fold models of bench/trec_train.py)"
+    if manifest.get("average_of"):
+        trained_on += f", each the weight average of {len(manifest['average_of'])} runs (seeds)"
     extra = manifest.get("extra") or []
     if "--model_name_or_path" in extra:  # a base trained elsewhere first (e.g. on the demo world)
         trained_on = f"{extra[extra.index('--model_name_or_path') + 1]}, then {trained_on}"
@@ -395,6 +397,9 @@ def cv_judgements(manifest_path: Path, dev: list, test: list, args: argparse.Nam
         trained_on += f"; test judged by the {len(manifest['folds'])} fold models, probabilities averaged"
     else:
         model = Path(manifest["final"]["model"])
+        if manifest["final"].get("members"):
+            members = len(manifest["final"]["members"])
+            trained_on += f"; test judged by one model, the weight average of {members} fold models"
         test_judged = cached_judgements(model, [], test, args, only="test")["test"]
     return {
         "dev": [by_id[example.response_id] for example in dev],

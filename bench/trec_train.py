@@ -2,10 +2,13 @@
 
 Each fold model never sees its fold's topics, so judging the fold with it gives out-of-fold dev predictions:
 the only place recipes and calibrated thresholds are chosen (``bench/trec_rag24.py --cv-manifest``). The
-model trained on all of dev is the one whose row reads test. Every run is plain ``rubric-verifier`` commands
-(printed and recorded): ``augment`` of the training topics' answers when the recipe has an ``augment``
-section (master keys built from those topics only, mixed in at the recipe's ``augment_rate``), then
-``train sft``; a fold whose merged model exists is skipped, so an interrupted run resumes where it stopped.
+final model is the one whose row reads test: trained on all of dev (``--final train``), or the weight
+average of the fold models (``--final average``: the models the calibration is fitted on, served as one).
+Every run is plain ``rubric-verifier`` commands (printed and recorded): ``augment`` of the training topics'
+answers when the recipe has an ``augment`` section (master keys built from those topics only, mixed in at
+the recipe's ``augment_rate``), then ``train sft``, or ``train average``; a model whose folder exists is
+skipped, so an interrupted run resumes where it stopped. ``--average-of`` trains nothing: each fold's model
+is the average of that fold's models in other manifests (runs of one recipe with other seeds).
 
     flock /tmp/rv-heavy.lock .venv/bin/python bench/trec_train.py --recipe recipes/trec-dev.yaml
     .venv/bin/python bench/trec_rag24.py --cv-manifest runs/trec/manifest.json --name gemma-270m-hints
@@ -80,6 +83,35 @@ def train(recipe: str, data: Path, output_dir: Path, extra: list[str]) -> dict:
     return run
 
 
+def averaged(members: list[Path], output_dir: Path) -> dict:
+    """The weight average of ``members`` (``rubric-verifier train average``); skipped if it exists."""
+    merged, record = output_dir / "merged", output_dir / "run.json"
+    if (merged / "prompt.json").is_file():
+        logger.info("done already: %s", merged)
+        return json.loads(record.read_text())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    command = run_cli("train", "average", "--models", *map(str, members), "--output_dir", str(merged))
+    run = {"model": str(merged), "members": [str(m) for m in members], "command": command}
+    record.write_text(json.dumps(run, indent=1) + "\n")
+    return run
+
+
+def fold_averages(manifests: list[str], out: Path) -> dict:
+    """A manifest whose fold models average the same folds of ``manifests`` (same held-out topics)."""
+    sources = [json.loads(Path(m).read_text()) for m in manifests]
+    manifest = {key: sources[0].get(key) for key in ("recipe", "dev", "extra")}
+    manifest |= {"average_of": manifests, "folds": []}
+    if len({len(source["folds"]) for source in sources}) != 1:
+        raise SystemExit(f"--average-of: the manifests hold different numbers of folds: {manifests}")
+    for k, folds in enumerate(zip(*(source["folds"] for source in sources), strict=True)):
+        held_out = folds[0]["held_out_qids"]
+        if any(fold["held_out_qids"] != held_out for fold in folds):
+            raise SystemExit(f"--average-of: fold {k} holds out other topics in one of {manifests}")
+        run = averaged([Path(fold["model"]) for fold in folds], out / f"fold{k}")
+        manifest["folds"].append({"held_out_qids": held_out, **run})
+    return manifest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="recipes/trec-dev.yaml")
@@ -88,26 +120,45 @@ def main() -> None:
     parser.add_argument("--out", default="runs/trec", help="fold models, data subsets and manifest.json")
     parser.add_argument("--skip-final", action="store_true", help="fold models only (recipe selection)")
     parser.add_argument(
+        "--final", choices=["train", "average"], default="train",
+        help="the model that reads test: trained on all of dev, or the weight average of the fold models",
+    )  # fmt: skip
+    parser.add_argument(
+        "--average-of", nargs="+", default=None, metavar="MANIFEST",
+        help="train nothing: fold k's model is the weight average of fold k's models in these manifests",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-folds", type=int, default=None, help="train only the first N folds (a pilot of a recipe)"
     )
     parser.add_argument("extra", nargs="*", help="more `train sft` flags, after --")
     args = parser.parse_args()
+    if args.average_of and args.final == "train" and not args.skip_final:
+        parser.error("--average-of trains nothing: give --final average or --skip-final")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = [json.loads(line) for line in Path(args.dev).read_text().splitlines() if line.strip()]
-    manifest: dict = {"recipe": args.recipe, "dev": args.dev, "extra": args.extra, "folds": []}
-    for k, held_out in enumerate(fold_topics(records, args.folds)[: args.max_folds]):
-        subset = out / f"fold{k}" / "train.jsonl"
-        subset.parent.mkdir(parents=True, exist_ok=True)
-        subset.write_text("".join(json.dumps(r) + "\n" for r in records if r["qid"] not in set(held_out)))
-        run = train(args.recipe, subset, out / f"fold{k}", args.extra)
-        manifest["folds"].append({"held_out_qids": held_out, **run})
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if not args.skip_final:
+    if args.average_of:
+        manifest = fold_averages(args.average_of, out)
+        members = [
+            Path(fold["model"]) for m in args.average_of for fold in json.loads(Path(m).read_text())["folds"]
+        ]
+    else:
+        manifest = {"recipe": args.recipe, "dev": args.dev, "extra": args.extra, "folds": []}
+        for k, held_out in enumerate(fold_topics(records, args.folds)[: args.max_folds]):
+            subset = out / f"fold{k}" / "train.jsonl"
+            subset.parent.mkdir(parents=True, exist_ok=True)
+            subset.write_text("".join(json.dumps(r) + "\n" for r in records if r["qid"] not in set(held_out)))
+            run = train(args.recipe, subset, out / f"fold{k}", args.extra)
+            manifest["folds"].append({"held_out_qids": held_out, **run})
+            (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        members = [Path(fold["model"]) for fold in manifest["folds"]]
+    if not args.skip_final and args.final == "average":
+        manifest["final"] = averaged(members, out / "average")
+    elif not args.skip_final:
         manifest["final"] = train(args.recipe, Path(args.dev), out / "all", args.extra)
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))
 
 

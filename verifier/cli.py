@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "label": ("verifier.data.teacher", "label responses against rubrics with a judge (teacher labelling)"),
     "augment": ("verifier.data.augment", "add master-key adversarial negatives and rubric regrouping"),
-    "train": ("verifier.train.cli", "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO)"),
+    "train": (
+        "verifier.train.cli",
+        "train the verifier: `train sft` (stage 1), `train rl` (stage 2, GRPO), `train average` (a soup)",
+    ),
     "serve": ("verifier.serve.cli", "serve a verifier: vLLM engine(s) behind the reward gateway"),
     "eval": ("verifier.eval.evaluate", "evaluate a judge: P/R/F1, nugget scores, master-key FPR"),
     "demo": ("verifier.demo", "run the whole toolkit on the embedded demo world"),
