@@ -173,31 +173,20 @@ async def _post_all(url: str, items: list[dict[str, Any]], concurrency: int) -> 
 
 def gateway_judging(model_dir: Path, items: list[dict[str, Any]], work: Path, concurrency: int) -> dict:
     """Judgements/s through ``rubric-verifier serve`` (vLLM + gateway), prefix-cache hit rate, contract."""
-    import httpx
 
     from bench.prefix_cache import cache_counters
     from rubric_pipeline.core.records import LABELS
     from verifier.serve.engine import free_port
+    from verifier.serve.launch import serve_command, wait_healthy
 
     port, engine_port = free_port(), free_port()
     log = (work / "serve.log").open("w")
-    command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir), "--port", str(port)]
+    command = serve_command("--model", str(model_dir), "--port", str(port))
     command += ["--engine-port", str(engine_port), "--max-model-len", "4096"]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url, engine = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{engine_port}"
     try:
-        deadline = time.monotonic() + 900
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"serve exited with {server.returncode}; see {work / 'serve.log'}")
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"serve not ready in 900 s; see {work / 'serve.log'}")
-            time.sleep(2)
+        wait_healthy(url, server, 900, work / "serve.log", interval_s=2)
         asyncio.run(_post_all(url, items[:1], 1))  # warm-up (compilation, first allocation)
         queries0, hits0 = cache_counters(engine)
         started = time.perf_counter()

@@ -36,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from verifier.serve.launch import GatewayNotReady, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 TREC_DEV = ROOT.parent / "shared" / "data" / "trec_rag24" / "dev.jsonl"
 logger = logging.getLogger("bench.serving")
@@ -466,15 +468,12 @@ def start_gateway(engine, port: int, extra: list[str], log_path: Path) -> subpro
                "--max-concurrency", "256", *extra]  # fmt: skip
     with log_path.open("wb") as log:  # the child keeps its own handle
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("gateway did not start")
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process, 60, log_path, interval_s=0.2)
+    except GatewayNotReady:
+        process.kill()
+        raise
+    return process
 
 
 async def measure(args, engine, gateways: dict[str, tuple[str, int]]) -> dict[str, Any]:

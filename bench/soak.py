@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import psutil
 
+from verifier.serve.launch import GatewayNotReady, serve_command, wait_healthy
+
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "Which river flows through the city of Varn?"
 RUBRICS = ["The response names the Sella river.", "It gives a year.", "It names a surveyor.", "It is short."]
@@ -160,22 +162,17 @@ def main() -> int:
     args.warmup_s = args.duration_s * 0.1 if args.warmup_s is None else args.warmup_s
     port, engine_port = free_port(), free_port()
     log = Path(tempfile.mkdtemp(prefix="rv-soak-")) / "serve.log"
-    command = [sys.executable, "-m", "verifier.cli", "serve", "--model", args.model, "--port", str(port),
-               "--engine-port", str(engine_port), "--health-interval-s", "0.5", "--max-restarts",
-               str(args.kills + 2)]  # fmt: skip
+    command = serve_command("--model", args.model, "--port", str(port), "--engine-port", str(engine_port),
+                            "--health-interval-s", "0.5", "--max-restarts", str(args.kills + 2))  # fmt: skip
     with log.open("wb") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=handle)
     url, health = f"http://127.0.0.1:{port}", {}
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                print(log.read_text()[-3000:], file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        try:
+            wait_healthy(url, process, 300, log)
+        except GatewayNotReady as exc:
+            print(exc, file=sys.stderr)
+            return 1
         print(f"gateway up on {url}; soak for {args.duration_s:g}s with {args.kills} kill(s)", flush=True)
         report = asyncio.run(drive(args, url, psutil.Process(process.pid)))
         health = httpx.get(f"{url}/health", timeout=10).json()

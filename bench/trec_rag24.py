@@ -336,7 +336,7 @@ def cached_judgements(
     }
 
 
-def _labels_probs(examples: list, judged: list[dict]) -> tuple[list[str], list[dict], int]:
+def labels_probs(examples: list, judged: list[dict]) -> tuple[list[str], list[dict], int]:
     """Flattened greedy labels and probabilities; an unjudgeable item is not_support (and counted)."""
     labels, probs, unjudgeable = [], [], 0
     for example, result in zip(examples, judged, strict=True):
@@ -444,7 +444,7 @@ def pilot_rows(manifest_path: Path, name: str, dev: list, args: argparse.Namespa
     if not examples:
         raise SystemExit(f"{manifest_path}: no fold model written yet")
     gold, topics = flat(examples)
-    labels, probs, unjudgeable = _labels_probs(examples, judged)
+    labels, probs, unjudgeable = labels_probs(examples, judged)
     splits = min(N_SPLITS, len(set(topics)))
     common = {"recipe": manifest.get("recipe"), "extra": manifest.get("extra"), "window": args.window}
     judged_folds = [f["model"] for f in manifest["folds"][: args.pilot_folds]]
@@ -479,8 +479,8 @@ def llm_rows(
     judged = judged or cached_judgements(model_dir, dev, test, args)
     dev_gold, dev_topics = flat(dev)
     test_gold, test_topics = flat(test)
-    dev_labels, dev_probs, dev_bad = _labels_probs(dev, judged["dev"])
-    test_labels, test_probs, test_bad = _labels_probs(test, judged["test"])
+    dev_labels, dev_probs, dev_bad = labels_probs(dev, judged["dev"])
+    test_labels, test_probs, test_bad = labels_probs(test, judged["test"])
     size, trained = params_m(model_dir), trained_on != "none"
     common = {
         "unjudgeable_rubrics": {"dev": dev_bad, "test": test_bad},

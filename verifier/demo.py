@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from verifier.judge.hints import Hints, model_hints
 from verifier.judge.judges import LLMJudge
 from verifier.models import default_models_dir
 from verifier.serve.engine import EngineConfig, VLLMEngine, free_port
+from verifier.serve.launch import serve_command, wait_healthy
 from verifier.train.data import split_by_question
 
 logger = logging.getLogger(__name__)
@@ -195,9 +195,10 @@ class Demo:
 
         port, engine_port = free_port(), free_port()
         log = (self.out / "serve.log").open("w")
-        command = [sys.executable, "-m", "verifier.cli", "serve", "--model", str(model_dir),
-                   "--port", str(port), "--engine-port", str(engine_port), "--served-model-name", "verifier",
-                   "--max-model-len", str(self.config.engine_max_model_len)]  # fmt: skip
+        command = serve_command(
+            *("--model", str(model_dir), "--port", str(port), "--engine-port", str(engine_port)),
+            *("--served-model-name", "verifier", "--max-model-len", str(self.config.engine_max_model_len)),
+        )
         if self.config.engine_cpu_threads:
             command += ["--cpu-threads", self.config.engine_cpu_threads]
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -205,7 +206,7 @@ class Demo:
         try:
             self.step(
                 "start `rubric-verifier serve` (vLLM + gateway)",
-                lambda: self._wait_for_gateway(gateway, process),
+                lambda: wait_healthy(gateway, process, 300, self.out / "serve.log"),
             )
             engine_url = f"http://127.0.0.1:{engine_port}/v1"
             self.summary["eval_sft"] = self.step(
@@ -275,21 +276,6 @@ class Demo:
         response.raise_for_status()
         results = response.json()["results"]
         return [item | {"result": result} for item, result in zip(items, results, strict=True)]
-
-    def _wait_for_gateway(self, url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = (self.out / "serve.log").read_text()[-3000:]
-                code = process.returncode
-                raise RubricVerifierError(f"`rubric-verifier serve` exited with {code}:\n{tail}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RubricVerifierError(f"gateway {url} not healthy after {timeout_s:.0f}s")
 
     def scoring_items(self) -> list[dict[str, Any]]:
         """Every complete answer of a held-out question (never trained on), then master keys."""

@@ -19,6 +19,7 @@ from rubric_pipeline.core.records import LABELS, Rubric
 from rubric_pipeline.core.server import BackgroundServer
 from verifier.serve.cli import ServeConfig, build_app
 from verifier.serve.gateway import create_app
+from verifier.serve.launch import serve_command, wait_healthy
 from verifier.serve.openrlhf import split_response
 from verifier.serve.service import Limits, RewardService
 
@@ -351,22 +352,11 @@ def test_serve_cli_starts_and_stops_its_own_engine(tiny_model_dir, tmp_path):
 
     port, engine_port = free_port(), free_port()
     flags = ["--model", str(tiny_model_dir), "--port", str(port), "--engine-port", str(engine_port)]
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "verifier.cli", "serve", *flags], stdout=log, stderr=log
-    )
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(serve_command(*flags), stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "serve.log"
-            ).read_text()
-            time.sleep(0.5)
+        wait_healthy(f"http://127.0.0.1:{port}", process, 240, tmp_path / "serve.log")
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["status"] == "ok"
         item = {"question": QUESTION, "response": RESPONSE, "rubrics": RUBRICS[:3]}
         result = httpx.post(f"http://127.0.0.1:{port}/v1/judge", json={"items": [item]}, timeout=60).json()
         assert len(result["results"][0]["labels"]) == 3
