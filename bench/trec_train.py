@@ -88,7 +88,10 @@ def averaged(members: list[Path], output_dir: Path) -> dict:
     merged, record = output_dir / "merged", output_dir / "run.json"
     if (merged / "prompt.json").is_file():
         logger.info("done already: %s", merged)
-        return json.loads(record.read_text())
+        if record.is_file():
+            return json.loads(record.read_text())
+        members = json.loads((merged / "averaged_from.json").read_text())["members"]  # train average's record
+        return {"model": str(merged), "members": members}
     output_dir.mkdir(parents=True, exist_ok=True)
     command = run_cli("train", "average", "--models", *map(str, members), "--output_dir", str(merged))
     run = {"model": str(merged), "members": [str(m) for m in members], "command": command}
@@ -141,9 +144,8 @@ def main() -> None:
     records = [json.loads(line) for line in Path(args.dev).read_text().splitlines() if line.strip()]
     if args.average_of:
         manifest = fold_averages(args.average_of, out)
-        members = [
-            Path(fold["model"]) for m in args.average_of for fold in json.loads(Path(m).read_text())["folds"]
-        ]
+        runs = range(len(args.average_of))  # run by run, as the manifests list their fold models
+        members = [Path(fold["members"][i]) for i in runs for fold in manifest["folds"]]
     else:
         manifest = {"recipe": args.recipe, "dev": args.dev, "extra": args.extra, "folds": []}
         for k, held_out in enumerate(fold_topics(records, args.folds)[: args.max_folds]):
