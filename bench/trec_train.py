@@ -7,8 +7,9 @@ average of the fold models (``--final average``: the models the calibration is f
 Every run is plain ``rubric-verifier`` commands (printed and recorded): ``augment`` of the training topics'
 answers when the recipe has an ``augment`` section (master keys built from those topics only, mixed in at
 the recipe's ``augment_rate``), then ``train sft``, or ``train average``; a model whose folder exists is
-skipped, so an interrupted run resumes where it stopped. ``--average-of`` trains nothing: each fold's model
-is the average of that fold's models in other manifests (runs of one recipe with other seeds).
+skipped, so an interrupted run resumes where it stopped. ``--seeds`` trains the folds once per seed and makes
+each fold's model the weight average of its seeds' models; ``--average-of`` does the same with fold models
+trained before (other manifests of one recipe), training nothing.
 
     flock /tmp/rv-heavy.lock .venv/bin/python bench/trec_train.py --recipe recipes/trec-dev.yaml
     .venv/bin/python bench/trec_rag24.py --cv-manifest runs/trec/manifest.json --name gemma-270m-hints
@@ -115,6 +116,27 @@ def fold_averages(manifests: list[str], out: Path) -> dict:
     return manifest
 
 
+def train_folds(
+    recipe: str,
+    dev: str,
+    records: list[dict],
+    n_folds: int,
+    max_folds: int | None,
+    out: Path,
+    extra: list[str],
+) -> dict:
+    """One model per topic-grouped fold (trained without its held-out topics), listed in ``manifest.json``."""
+    manifest: dict = {"recipe": recipe, "dev": dev, "extra": extra, "folds": []}
+    for k, held_out in enumerate(fold_topics(records, n_folds)[:max_folds]):
+        subset = out / f"fold{k}" / "train.jsonl"
+        subset.parent.mkdir(parents=True, exist_ok=True)
+        subset.write_text("".join(json.dumps(r) + "\n" for r in records if r["qid"] not in set(held_out)))
+        run = train(recipe, subset, out / f"fold{k}", extra)
+        manifest["folds"].append({"held_out_qids": held_out, **run})
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="recipes/trec-dev.yaml")
@@ -131,30 +153,38 @@ def main() -> None:
         help="train nothing: fold k's model is the weight average of fold k's models in these manifests",
     )  # fmt: skip
     parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None,
+        help="train the folds once per seed (OUT/seed<S>/, --seed S); fold k's model is their weight average",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-folds", type=int, default=None, help="train only the first N folds (a pilot of a recipe)"
     )
     parser.add_argument("extra", nargs="*", help="more `train sft` flags, after --")
     args = parser.parse_args()
-    if args.average_of and args.final == "train" and not args.skip_final:
-        parser.error("--average-of trains nothing: give --final average or --skip-final")
+    if (args.average_of or args.seeds) and args.final == "train" and not args.skip_final:
+        parser.error(
+            "with --average-of or --seeds the fold models are averages: give --final average or --skip-final"
+        )
+    if args.average_of and args.seeds:
+        parser.error("--average-of and --seeds both name the runs to average: give one")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = [json.loads(line) for line in Path(args.dev).read_text().splitlines() if line.strip()]
+    if args.seeds:  # one run of the folds per seed, each in its own folder, then their fold averages
+        for seed in args.seeds:
+            extra = [*args.extra, "--seed", str(seed)]
+            train_folds(
+                args.recipe, args.dev, records, args.folds, args.max_folds, out / f"seed{seed}", extra
+            )
+        args.average_of = [str(out / f"seed{seed}" / "manifest.json") for seed in args.seeds]
     if args.average_of:
         manifest = fold_averages(args.average_of, out)
         runs = range(len(args.average_of))  # run by run, as the manifests list their fold models
         members = [Path(fold["members"][i]) for i in runs for fold in manifest["folds"]]
     else:
-        manifest = {"recipe": args.recipe, "dev": args.dev, "extra": args.extra, "folds": []}
-        for k, held_out in enumerate(fold_topics(records, args.folds)[: args.max_folds]):
-            subset = out / f"fold{k}" / "train.jsonl"
-            subset.parent.mkdir(parents=True, exist_ok=True)
-            subset.write_text("".join(json.dumps(r) + "\n" for r in records if r["qid"] not in set(held_out)))
-            run = train(args.recipe, subset, out / f"fold{k}", args.extra)
-            manifest["folds"].append({"held_out_qids": held_out, **run})
-            (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        manifest = train_folds(args.recipe, args.dev, records, args.folds, args.max_folds, out, args.extra)
         members = [Path(fold["model"]) for fold in manifest["folds"]]
     if not args.skip_final and args.final == "average":
         manifest["final"] = averaged(members, out / "average")
