@@ -319,13 +319,19 @@ def model_key(model_dir: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_dir.resolve()).strip("/"))[-80:]
 
 
+def cache_path(model_dir: Path, window: int, split: str) -> Path:
+    """Where a model's judgements of a split, in windows of ``window`` rubrics, are cached."""
+    return CACHE / f"{model_key(model_dir)}-w{window}-{split}.jsonl"
+
+
 def cached_judgements(
     model_dir: Path, dev: list, test: list, args: argparse.Namespace, only: str | None = None
 ) -> dict[str, list[dict]]:
     """Judged dev and test (or ``only`` one of them), from the cache or through a fresh engine."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = f"{model_key(model_dir)}-w{args.window}"
-    paths = {name: CACHE / f"{key}-{name}.jsonl" for name in ((only,) if only else ("dev", "test"))}
+    paths = {
+        name: cache_path(model_dir, args.window, name) for name in ((only,) if only else ("dev", "test"))
+    }
     wanted = {"dev": dev, "test": test}
     missing = {name: wanted[name] for name, path in paths.items() if not path.exists()}
     if missing:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from bench.trec_rag24 import (
     CACHE,
     TREC_DIR,
+    cache_path,
     flat,
     labels_of,
     labels_probs,
@@ -85,7 +86,7 @@ async def judge_via_gateway(url: str, test: list, batch: int, concurrency: int) 
 
 def bench_labels(model_dir: Path, window: int, test: list, calibration: Calibration) -> list[str] | None:
     """The labels ``trec_rag24.py`` decides for this model from its cached test judgements, if cached."""
-    path = CACHE / f"{model_key(model_dir)}-w{window}-test.jsonl"
+    path = cache_path(model_dir, window, "test")
     if not path.is_file():
         return None
     judged = [json.loads(line) for line in path.read_text().splitlines()]
@@ -134,12 +135,7 @@ def main() -> None:
     finally:
         gateway.terminate()
         gateway.wait(timeout=120)
-    labels = [
-        label
-        for ex, r in zip(test, results, strict=True)
-        for label in (r["labels"] or ["not_support"] * len(ex.labels))
-    ]
-    unjudgeable = sum(len(ex.labels) for ex, r in zip(test, results, strict=True) if r["labels"] is None)
+    labels, _, unjudgeable = labels_probs(test, results)
     figures = test_figures(gold, labels, topics, lexical)
     reference = bench_labels(model_dir, args.window, test, calibration)
     row = {

@@ -55,14 +55,14 @@ def _read_json(path: Path, required: bool = False) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def check_members(model_dirs: Sequence[Path]) -> dict[str, list[str]]:
-    """The first member's shard layout, once every member agrees with it on config, prompt card and
-    tensor names (shapes are checked while averaging)."""
+def check_members(model_dirs: Sequence[Path]) -> list[dict[str, list[str]]]:
+    """Each member's shard layout (:func:`weight_files`), once every member agrees with the first on
+    config, prompt card and tensor names (shapes are checked while averaging)."""
     if len(model_dirs) < 2:
         raise ConfigError("give at least two --models to average")
     first = model_dirs[0]
-    layout = weight_files(first)
-    names = {name for shard in layout.values() for name in shard}
+    layouts = [weight_files(first)]
+    names = {name for shard in layouts[0].values() for name in shard}
     config = {k: v for k, v in _read_json(first / "config.json", True).items() if k not in CONFIG_FREE}
     card = _read_json(first / "prompt.json")
     for member in model_dirs[1:]:
@@ -72,13 +72,14 @@ def check_members(model_dirs: Sequence[Path]) -> dict[str, list[str]]:
             raise ConfigError(f"{member}: config.json differs from {first} in {differing}")
         if _read_json(member / "prompt.json") != card:
             raise ConfigError(f"{member}: prompt.json differs from {first} (trained on another prompt)")
-        member_names = {name for shard in weight_files(member).values() for name in shard}
+        layouts.append(weight_files(member))
+        member_names = {name for shard in layouts[-1].values() for name in shard}
         if member_names != names:
             extra, missing = sorted(member_names - names), sorted(names - member_names)
             raise ConfigError(
                 f"{member}: tensors differ from {first}: extra {extra[:3]}, missing {missing[:3]}"
             )
-    return layout
+    return layouts
 
 
 def average_models(
@@ -97,21 +98,21 @@ def average_models(
             f"--weights: {len(members)} non-negative numbers with a positive sum, got {weights}"
         )
     share = [w / sum(weights) for w in weights]
-    layout = check_members(members)
+    layouts = check_members(members)
     out = Path(output_dir)
     if out.resolve() in {m.resolve() for m in members}:
         raise ConfigError(f"{out}: the output folder is one of the members")
     out.mkdir(parents=True, exist_ok=True)
-    where = [{name: shard for shard, names in weight_files(m).items() for name in names} for m in members]
+    where = [{name: shard for shard, names in layout.items() for name in names} for layout in layouts]
     with ExitStack() as stack:
         # safetensors files are memory-mapped: opening every shard of every member up front costs nothing
         handles = [
             {shard: stack.enter_context(safe_open(m / shard, "pt")) for shard in set(where[i].values())}
             for i, m in enumerate(members)
         ]
-        total = sum(len(names) for names in layout.values())
+        total = sum(len(names) for names in layouts[0].values())
         with tqdm(total=total, desc="averaging tensors", unit="tensor") as progress:
-            for shard, names in layout.items():
+            for shard, names in layouts[0].items():  # the first member's shard layout
                 averaged = {}
                 for name in names:
                     tensors = [handles[i][where[i][name]].get_tensor(name) for i in range(len(members))]
