@@ -38,7 +38,9 @@ class LLMConfig:
     max_retries: int = option(4, help="retries after the first try (connection errors, timeouts, 429, 5xx)")
     timeout_s: float = option(60.0, help="per-request timeout in seconds")
     backoff_s: float = option(0.5, help="first retry delay; doubles per retry, with jitter")
-    trace_path: str | None = option(None, help="append a JSONL record of every call to this file")
+    trace_path: str | None = option(
+        None, help="append a JSONL record of every call (request, output, wall-clock start, end) to this file"
+    )
 
     @classmethod
     def for_endpoint(
@@ -189,13 +191,13 @@ class LLMClient:
         if (constraint := structured_outputs(json_schema, choice, regex)) is not None:
             body["structured_outputs"] = constraint
         body.update(extra_body or {})
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         try:
             completion = await self._post(path, body)
         except LLMError as err:
-            self._write_trace(body, None, time.perf_counter() - start, err.url, str(err))
+            self._write_trace(body, None, started, time.perf_counter() - start, err.url, str(err))
             raise
-        self._write_trace(body, completion, completion.latency_s, completion.url, None)
+        self._write_trace(body, completion, started, completion.latency_s, completion.url, None)
         return completion
 
     def set_available(self, url: str, available: bool) -> None:
@@ -258,11 +260,18 @@ class LLMClient:
         return Completion(texts, usage, latency_s, url, [c.get("finish_reason") for c in choices], choices)
 
     def _write_trace(
-        self, body: dict[str, Any], done: Completion | None, latency_s: float, url: str, error: str | None
+        self,
+        body: dict[str, Any],
+        done: Completion | None,
+        started: float,
+        latency_s: float,
+        url: str,
+        error: str | None,
     ) -> None:
         if self._trace is None:
             return
         record = {
+            "started": started,
             "time": time.time(),
             "url": url,
             "request": body,

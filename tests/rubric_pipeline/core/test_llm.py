@@ -208,6 +208,8 @@ async def test_64_concurrent_json_schema_requests_all_validate(vllm_server, tmp_
     assert {line["texts"][0] for line in lines} == {r.text for r in results}
     assert all(line["request"]["structured_outputs"] == {"json": SCHEMA} for line in lines)
     assert all(line["request"]["messages"] == MESSAGES and line["usage"]["requests"] == 1 for line in lines)
+    # each call's wall-clock start and end: the end is the start plus at least the measured latency
+    assert all(line["time"] >= line["started"] + line["latency_s"] - 1e-3 for line in lines)
 
 
 @pytest.mark.vllm

@@ -39,7 +39,7 @@ def spans(calls: list[dict]) -> dict[tuple[str, int], tuple[float, float]]:
         content = call["request"]["messages"][0]["content"]
         tag = re.search(r"\((i\d)\)", content).group(1)
         first = int(re.search(r"Rubrics:\n1\. The response says fact (\d+) ", content).group(1))
-        out[tag, first] = (call["time"] - call["latency_s"], call["time"])
+        out[tag, first] = (call["started"], call["time"])
     return out
 
 
