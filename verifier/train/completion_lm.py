@@ -102,7 +102,10 @@ class CompletionOnlySFTTrainer(SFTTrainer):
         if not self.completion_only_logits or return_outputs or self.args.loss_type != "nll":
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        result = completion_only_loss(model, inputs, num_items_in_batch)
+        with (
+            self.accelerator.autocast()
+        ):  # what the prepared model's forward would do; the decoder is called directly
+            result = completion_only_loss(model, inputs, num_items_in_batch)
         loss = result.loss
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes

@@ -62,6 +62,11 @@ class StageOptions:
     balance_labels: bool = option(
         False, help="sample the capped training prompts evenly over labels (each prompt's majority label)"
     )
+    trainable_modules: str | None = option(
+        None,
+        help="full fine-tuning (use_peft false) of part of the model: train only the parameters whose name "
+        "matches this regex (e.g. '.*layers\\.(9|1[0-7])\\..*'), freeze the rest; trained ones in float32",
+    )
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
 
@@ -256,7 +261,38 @@ def prepare_stage(config: StageConfig, stage: str, splits=None, **split_options:
         model_args = dataclasses.replace(model_args, dtype="bfloat16")
         logger.info("LoRA over a frozen base with bf16 autocast: base weights loaded in bfloat16")
     model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args=model_args)
+    if options.trainable_modules:
+        if model_args.use_peft:
+            raise ConfigError(f"{stage}: trainable_modules is for full fine-tuning; set use_peft false")
+        freeze_all_but(model, options.trainable_modules, float32_trained=args.bf16 or args.fp16)
     return splits, model, tokenizer
+
+
+def freeze_all_but(model, pattern: str, float32_trained: bool = False) -> int:
+    """Train only the parameters whose full name matches ``pattern``: the others stop needing gradients
+    (backpropagation stops below the lowest trained layer). With ``float32_trained`` (training under
+    mixed-precision autocast, which runs the matmuls in half precision) the trained ones get float32 master
+    weights whatever the checkpoint's dtype, while the frozen rest stays as loaded.
+    Returns how many parameters train; a pattern that matches none is an error."""
+    import re
+
+    import torch
+
+    regex = re.compile(pattern)
+    trained = 0
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(bool(regex.fullmatch(name)))
+        if parameter.requires_grad:
+            trained += parameter.numel()
+            if float32_trained and parameter.dtype in (torch.bfloat16, torch.float16):
+                parameter.data = parameter.data.float()
+    if not trained:
+        raise ConfigError(f"trainable_modules {pattern!r} matches no parameter of the model")
+    total = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "training %d of %d parameters (%.1f%%) matching %r", trained, total, 100 * trained / total, pattern
+    )
+    return trained
 
 
 def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:

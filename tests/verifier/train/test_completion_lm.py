@@ -17,7 +17,7 @@ ROWS = [
 ]
 
 
-def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool):
+def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool, bf16: bool = False):
     from datasets import Dataset
 
     from verifier.train.completion_lm import CompletionOnlySFTTrainer
@@ -31,6 +31,7 @@ def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool):
         use_peft=use_lora,
         lora_r=4,
         lora_alpha=8,
+        bf16=bf16,
     )
     model, tokenizer = load_model_and_tokenizer(str(model_dir), "float32")
     return CompletionOnlySFTTrainer(
@@ -46,7 +47,9 @@ def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool):
 def _loss_and_grads(trainer, batch, completion_only: bool):
     trainer.model.zero_grad()
     trainer.completion_only_logits = completion_only
-    loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=None)
+    # TRL's path gets mixed precision from the prepared model's forward, which this unprepared model lacks
+    with trainer.accelerator.autocast():
+        loss = trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=None)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
     return loss.detach(), grads
@@ -84,3 +87,19 @@ def test_completion_only_loss_counts_only_labelled_positions(tiny_model_dir: Pat
         fewer = completion_only_loss(trainer.model, masked)
     assert int(fewer.num_tokens) == int(base.num_tokens) - 1
     assert not torch.isclose(fewer.loss, base.loss)
+
+
+def test_completion_only_loss_runs_under_the_trainers_mixed_precision(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from verifier.train.completion_lm import completion_only_loss
+
+    trainer = _trainer(tiny_model_dir, tmp_path, use_lora=False, bf16=True)
+    batch = next(iter(trainer.get_train_dataloader()))
+    default_loss, _ = _loss_and_grads(trainer, batch, completion_only=False)
+    ours_loss, _ = _loss_and_grads(trainer, batch, completion_only=True)
+    float32_loss = completion_only_loss(trainer.model, dict(batch)).loss  # the same path without autocast
+    torch.testing.assert_close(ours_loss, default_loss, rtol=1e-5, atol=1e-5)  # both in bf16
+    assert abs(float(ours_loss) - float(float32_loss)) > 1e-4  # and bf16 shows: not a float32 loss

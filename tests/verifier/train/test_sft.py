@@ -244,3 +244,51 @@ def test_a_frozen_lora_base_is_loaded_in_bf16_only_under_bf16_autocast(
                      dtype="float32")  # fmt: skip
     _, model, _ = prepare_stage(config, "sft")
     assert model.dtype == getattr(torch, loaded)  # full fine-tuning keeps fp32 master weights
+
+
+def test_full_fine_tuning_of_some_layers_leaves_the_rest_untouched(
+    tiny_model_dir: Path, labelled_path: Path, tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from verifier.train.sft import run_sft
+
+    config = _config(
+        tiny_model_dir,
+        labelled_path,
+        tmp_path / "sft",
+        use_peft=False,
+        dtype="bfloat16",
+        trainable_modules=r"model\.layers\.1\..*",
+        learning_rate=3e-3,
+        max_eval_windows=0,
+    )
+    result = run_sft(config)
+    assert result.global_step == 4
+    before, after = _weights(tiny_model_dir), _weights(Path(result.model_dir))
+    trained = {name for name in before if name.startswith("model.layers.1.")}
+    for name in before.keys() - trained:  # frozen: the checkpoint's values, in the dtype they were loaded in
+        assert torch.equal(after[name], before[name].to(torch.bfloat16)), name
+    assert any(not torch.equal(after[name].float(), before[name]) for name in trained)
+    master = (
+        torch.float32 if config.training.bf16 else torch.bfloat16
+    )  # float32 master weights under autocast
+    assert {after[name].dtype for name in trained} == {master}
+    AutoModelForCausalLM.from_pretrained(result.model_dir)  # the mixed-dtype folder loads as one model
+
+
+def test_trainable_modules_refuses_lora_and_a_pattern_that_matches_nothing(
+    tiny_model_dir: Path, labelled_path: Path, tmp_path: Path
+) -> None:
+    from rubric_pipeline.core.errors import ConfigError
+    from verifier.train.sft import run_sft
+
+    with pytest.raises(ConfigError, match="use_peft false"):
+        run_sft(_config(tiny_model_dir, labelled_path, tmp_path / "a", trainable_modules=".*layers.*"))
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        run_sft(
+            _config(
+                tiny_model_dir, labelled_path, tmp_path / "b", use_peft=False, trainable_modules="nothing"
+            )
+        )
