@@ -73,14 +73,14 @@ def write_inputs(world: World, folder: Path) -> tuple[Path, Path]:
     return corpus, questions
 
 
-def corpus_sentences(world: World, chunk_words: int, overlap_words: int) -> list[str]:
+def corpus_sentences(world: World, chunk_words: int, overlap_words: int, chunk_by: str) -> list[str]:
     """Distinct sentences of the corpus passages (as the build chunks them): the oracle's pool."""
     from rubric_pipeline.core.text import split_sentences
     from rubric_pipeline.corpus import document_to_passages
 
     sentences: dict[str, None] = {}
     for index, document in enumerate(world.documents):
-        for passage in document_to_passages(document, "corpus", index, chunk_words, overlap_words):
+        for passage in document_to_passages(document, "corpus", index, chunk_words, overlap_words, chunk_by):
             sentences.update(dict.fromkeys(s for s in split_sentences(passage.text) if len(s.split()) >= 3))
     return list(sentences)
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     corpus, questions = write_inputs(world, work / "inputs")
     defaults = BuildConfig()
-    sentences = corpus_sentences(world, defaults.chunk_words, defaults.overlap_words)
+    sentences = corpus_sentences(world, defaults.chunk_words, defaults.overlap_words, defaults.chunk_by)
     oracle = oracle_similarity(world, sentences)
     results: dict[str, Any] = {"command": "python bench/rubrics_real.py " + " ".join(argv or sys.argv[1:])}
     results["world"] = {

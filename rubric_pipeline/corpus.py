@@ -1,8 +1,10 @@
 """Read a corpus (JSONL or a Hugging Face dataset saved to disk) and chunk it into passages.
 
-A document ``{id, text, title?, url?}`` becomes one passage per window of ``chunk_words`` words, windows
-overlapping by ``overlap_words``; ``passage_id`` is ``f"{doc_id}#{chunk_index}"``, so ids are stable for
-a given document and chunking setting. A document that fits one window keeps its text as written.
+A document ``{id, text, title?, url?}`` becomes one passage per window of at most ``chunk_words`` words,
+windows overlapping by up to ``overlap_words``; ``passage_id`` is ``f"{doc_id}#{chunk_index}"``, so ids are
+stable for a given document and chunking setting. By default (``chunk_by="sentences"``) a window holds whole
+sentences as the document wrote them, line breaks included, so no passage starts or ends mid-sentence;
+``chunk_by="words"`` cuts plain word windows. A document that fits one window keeps its text as written.
 
 Field aliases cover common real corpora: ``docid``/``doc_id``/``_id`` for ``id`` and ``contents``
 (Pyserini) / ``segment`` (MS MARCO v2.1 segmented, TREC RAG) for ``text``.
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import Passage, RecordError, iter_jsonl, write_jsonl
+from rubric_pipeline.core.text import split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -25,16 +29,22 @@ ID_FIELDS = ("id", "docid", "doc_id", "_id")
 TEXT_FIELDS = ("text", "contents", "segment")
 DEFAULT_CHUNK_WORDS = 200
 DEFAULT_OVERLAP_WORDS = 40
+Chunking = Literal["sentences", "words"]
+DEFAULT_CHUNK_BY: Chunking = "sentences"
+
+
+def _check_window(size: int, overlap: int) -> None:
+    if size < 1:
+        raise ConfigError(f"chunk size must be >= 1 word, got {size}")
+    if not 0 <= overlap < size:
+        raise ConfigError(f"overlap must be in [0, chunk size={size}), got {overlap}")
 
 
 def split_windows(
     text: str, size: int = DEFAULT_CHUNK_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS
 ) -> list[str]:
     """Split ``text`` into windows of ``size`` words overlapping by ``overlap``; the last ends the text."""
-    if size < 1:
-        raise ConfigError(f"chunk size must be >= 1 word, got {size}")
-    if not 0 <= overlap < size:
-        raise ConfigError(f"overlap must be in [0, chunk size={size}), got {overlap}")
+    _check_window(size, overlap)
     words = text.split()
     if len(words) <= size:
         return [text.strip()]
@@ -46,6 +56,54 @@ def split_windows(
         if start + size >= len(words):
             return chunks
         start += stride
+
+
+def _sentence_units(text: str, size: int) -> list[tuple[int, int, int]]:
+    """(start, end, words) character spans of the sentences of ``text``, in order; a sentence longer than
+    ``size`` words comes as consecutive pieces of ``size`` words. Empty when a sentence cannot be located
+    in the text (the caller then falls back to word windows)."""
+    units, position = [], 0
+    for sentence in split_sentences(text):
+        start = text.find(sentence, position)
+        if start < 0:
+            return []
+        words = [(start + m.start(), start + m.end()) for m in re.finditer(r"\S+", sentence)]
+        for first in range(0, len(words), size):
+            piece = words[first : first + size]
+            units.append((piece[0][0], piece[-1][1], len(piece)))
+        position = start + len(sentence)
+    return units
+
+
+def sentence_windows(
+    text: str, size: int = DEFAULT_CHUNK_WORDS, overlap: int = DEFAULT_OVERLAP_WORDS
+) -> list[str]:
+    """Split ``text`` into windows of whole sentences, each at most ``size`` words (a longer sentence is cut
+    into ``size``-word pieces); a window repeats the previous one's last sentences as long as they total at
+    most ``overlap`` words. Windows are the document's own characters, line breaks kept."""
+    _check_window(size, overlap)
+    units = _sentence_units(text, size)
+    if not units:
+        return split_windows(text, size, overlap)
+    if sum(words for _, _, words in units) <= size:
+        return [text.strip()]
+    windows, start = [], 0
+    while True:
+        end, words = start + 1, units[start][2]
+        while end < len(units) and words + units[end][2] <= size:
+            words += units[end][2]
+            end += 1
+        windows.append(text[units[start][0] : units[end - 1][1]])
+        if end == len(units):
+            return windows
+        next_start, shared = end, 0  # step back over whole sentences, never to this window's start
+        while next_start - 1 > start and shared + units[next_start - 1][2] <= overlap:
+            next_start -= 1
+            shared += units[next_start][2]
+        start = next_start
+
+
+WINDOWS = {"sentences": sentence_windows, "words": split_windows}
 
 
 def _pick(record: dict[str, Any], names: tuple[str, ...]) -> tuple[str, Any]:
@@ -61,6 +119,7 @@ def document_to_passages(
     where: int | str,
     chunk_size: int = DEFAULT_CHUNK_WORDS,
     overlap: int = DEFAULT_OVERLAP_WORDS,
+    chunk_by: Chunking = DEFAULT_CHUNK_BY,
 ) -> list[Passage]:
     """Validate one document record and chunk it; errors name ``source``, ``where`` and the field."""
     id_field, doc_id = _pick(record, ID_FIELDS)
@@ -86,7 +145,7 @@ def document_to_passages(
         optional[name] = value or None
     return [
         Passage(passage_id=f"{doc_id}#{index}", doc_id=doc_id, text=chunk, **optional)
-        for index, chunk in enumerate(split_windows(text, chunk_size, overlap))
+        for index, chunk in enumerate(WINDOWS[chunk_by](text, chunk_size, overlap))
     ]
 
 
@@ -111,6 +170,7 @@ def load_corpus(
     overlap_words: int = DEFAULT_OVERLAP_WORDS,
     *,
     overlap: int | None = None,
+    chunk_by: Chunking = DEFAULT_CHUNK_BY,
 ) -> list[Passage]:
     """Read documents from a JSONL file or a ``datasets`` directory and return their passages, in order.
 
@@ -125,7 +185,7 @@ def load_corpus(
     passages: list[Passage] = []
     first_seen: dict[str, int | str] = {}
     for where, record in _iter_records(path):
-        chunks = document_to_passages(record, path, where, chunk_words, overlap_words)
+        chunks = document_to_passages(record, path, where, chunk_words, overlap_words, chunk_by)
         doc_id = chunks[0].doc_id
         if doc_id in first_seen:
             raise RecordError(path, where, f"duplicate id {doc_id!r} (first at {first_seen[doc_id]})", "id")

@@ -90,7 +90,9 @@ async def build_async(
         start = time.perf_counter()
         local = None
         if config.corpus is not None:
-            passages = load_corpus(config.corpus, config.chunk_words, config.overlap_words)
+            passages = load_corpus(
+                config.corpus, config.chunk_words, config.overlap_words, chunk_by=config.chunk_by
+            )
             config = dataclasses.replace(config, index_dir=config.index_dir or str(output / "index"))
             local = HybridRetriever.from_config(passages, config.retrieval())
         timer.add("index", start)

@@ -10,7 +10,13 @@ from typing import Literal
 
 from rubric_pipeline.core.config import option
 from rubric_pipeline.core.records import Passage
-from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, passages_fingerprint
+from rubric_pipeline.corpus import (
+    DEFAULT_CHUNK_BY,
+    DEFAULT_CHUNK_WORDS,
+    DEFAULT_OVERLAP_WORDS,
+    Chunking,
+    passages_fingerprint,
+)
 from rubric_pipeline.retrieval.base import ScoredPassage, to_hits
 from rubric_pipeline.retrieval.bm25 import BM25Index
 from rubric_pipeline.retrieval.dense import DEFAULT_MODEL, DenseIndex
@@ -26,6 +32,10 @@ class RetrievalConfig:
 
     chunk_words: int = option(DEFAULT_CHUNK_WORDS, help="words per passage window when chunking documents")
     overlap_words: int = option(DEFAULT_OVERLAP_WORDS, help="words shared by consecutive windows")
+    chunk_by: Chunking = option(
+        DEFAULT_CHUNK_BY,
+        help="passage windows of whole sentences as written, line breaks kept (sentences), or of words",
+    )
     bm25: bool = option(True, help="use the BM25 (bm25s) retriever")
     dense: bool = option(True, help="use the dense (sentence-transformers) retriever")
     dense_model: str = option(

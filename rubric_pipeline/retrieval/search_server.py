@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 
 from rubric_pipeline.core.server import BackgroundServer
-from rubric_pipeline.corpus import DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, load_corpus
+from rubric_pipeline.corpus import DEFAULT_CHUNK_BY, DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, load_corpus
 from rubric_pipeline.retrieval.bm25 import BM25Index
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=10, help="results per page")
     parser.add_argument("--chunk-words", type=int, default=DEFAULT_CHUNK_WORDS)
     parser.add_argument("--overlap-words", type=int, default=DEFAULT_OVERLAP_WORDS)
+    parser.add_argument("--chunk-by", choices=("sentences", "words"), default=DEFAULT_CHUNK_BY)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -108,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.index_dir:
         index = BM25Index.load(args.index_dir)
     else:
-        passages = load_corpus(args.corpus, chunk_words=args.chunk_words, overlap_words=args.overlap_words)
+        passages = load_corpus(
+            args.corpus,
+            chunk_words=args.chunk_words,
+            overlap_words=args.overlap_words,
+            chunk_by=args.chunk_by,
+        )
         index = BM25Index(passages, show_progress=False)
     logger.info("serving %d passages on http://%s:%d/search", len(index), args.host, args.port)
     uvicorn.run(create_app(index, args.page_size), host=args.host, port=args.port, log_level=args.log_level)

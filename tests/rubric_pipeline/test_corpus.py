@@ -12,6 +12,7 @@ from rubric_pipeline.corpus import (
     load_corpus,
     passages_fingerprint,
     read_passages,
+    sentence_windows,
     split_windows,
     write_passages,
 )
@@ -34,7 +35,7 @@ def test_long_document_is_chunked_into_overlapping_windows_with_stable_ids(tmp_p
             json.dumps({"id": 7, "text": "  A short   document.  "}),
         ],
     )
-    passages = load_corpus(path, chunk_words=200, overlap_words=50)
+    passages = load_corpus(path, chunk_words=200, overlap_words=50, chunk_by="words")
     assert [p.passage_id for p in passages] == ["long#0", "long#1", "long#2", "7#0"]
     first, second, third = (p.text.split() for p in passages[:3])
     assert first[0] == "w0" and first[-1] == "w199"
@@ -42,7 +43,7 @@ def test_long_document_is_chunked_into_overlapping_windows_with_stable_ids(tmp_p
     assert third[-1] == "w499" and third[0] == "w300"
     assert all(p.title == "Long" and p.url == "http://x/long" and p.doc_id == "long" for p in passages[:3])
     assert passages[3].text == "A short   document."  # a single window keeps its text as written
-    again = load_corpus(path, chunk_words=200, overlap=50)
+    again = load_corpus(path, chunk_words=200, overlap=50, chunk_by="words")
     assert [p.to_dict() for p in again] == [p.to_dict() for p in passages]
     assert passages_fingerprint(again) == passages_fingerprint(passages)
 
@@ -53,6 +54,43 @@ def test_split_windows_edges() -> None:
     assert len(windows) == 2 and windows[1].split() == [f"w{i}" for i in range(7, 11)]
     with pytest.raises(ValueError, match="overlap"):
         split_windows("a b", size=5, overlap=5)
+
+
+def test_sentence_windows_hold_whole_sentences_as_written() -> None:
+    sentences = [f"Sentence {i} has exactly six words." for i in range(10)]
+    items = [f"- {sentence}" for sentence in sentences[:4]]  # list items: a line each, 7 words
+    text = "Intro:\n" + "\n".join(items) + "\n\n" + "  ".join(sentences[4:])
+    # at most 20 words a window; a window repeats the previous one's last sentences up to 7 words
+    assert (
+        sentence_windows(text, size=20, overlap=7)
+        == [
+            "Intro:\n" + "\n".join(items[:2]),
+            "\n".join(items[1:3]),
+            "\n".join(items[2:]) + "\n\n" + sentences[4],  # the document's own characters, line breaks kept
+            "  ".join(sentences[4:7]),
+            "  ".join(sentences[6:9]),
+            "  ".join(sentences[8:]),
+        ]
+    )
+    assert sentence_windows(text, size=20, overlap=0)[1] == "\n".join(items[2:]) + "\n\n" + sentences[4]
+
+
+def test_sentence_windows_cut_only_sentences_longer_than_a_window() -> None:
+    assert sentence_windows(numbered_words(10), size=10, overlap=3) == [numbered_words(10)]
+    long = sentence_windows(numbered_words(25) + ". Short closing sentence here.", size=10, overlap=3)
+    assert [w.split()[0] for w in long] == ["w0", "w10", "w20"]  # the long sentence in 10-word pieces
+    assert long[-1] == "w20 w21 w22 w23 w24. Short closing sentence here."
+    with pytest.raises(ValueError, match="overlap"):
+        sentence_windows("a b", size=5, overlap=5)
+
+
+def test_default_chunking_keeps_sentences_whole(tmp_path: Path) -> None:
+    text = " ".join(f"Fact {i} is stated in this one sentence of eleven words." for i in range(30))
+    path = write_lines(tmp_path / "c.jsonl", [json.dumps({"id": "d", "text": text})])
+    by_sentences, by_words = load_corpus(path), load_corpus(path, chunk_by="words")
+    assert all(p.text.startswith("Fact") and p.text.endswith("words.") for p in by_sentences)
+    assert not all(p.text.endswith("words.") for p in by_words)  # 200-word windows cut sentences
+    assert passages_fingerprint(by_sentences) != passages_fingerprint(by_words)  # saved indices rebuild
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,9 @@ def render(question: str, passages: list[Passage], passage_chars: int, api: str)
 def retrieve(config: RespondConfig, questions: list[tuple[str, str]]) -> dict[str, list[Passage]]:
     """The top ``config.passages`` passages per question (hybrid BM25 + dense over ``config.corpus``)."""
     retrieval = RetrievalConfig(index_dir=str(Path(config.output) / "index"))
-    passages = load_corpus(config.corpus, retrieval.chunk_words, retrieval.overlap_words)
+    passages = load_corpus(
+        config.corpus, retrieval.chunk_words, retrieval.overlap_words, chunk_by=retrieval.chunk_by
+    )
     retriever = HybridRetriever.from_config(passages, retrieval, show_progress=False)
     hits = retriever.search([question for _, question in questions], config.passages)
     return {qid: [hit.passage for hit in group] for (qid, _), group in zip(questions, hits, strict=True)}
