@@ -272,7 +272,8 @@ def freeze_all_but(model, pattern: str, float32_trained: bool = False) -> int:
     """Train only the parameters whose full name matches ``pattern``: the others stop needing gradients
     (backpropagation stops below the lowest trained layer). With ``float32_trained`` (training under
     mixed-precision autocast, which runs the matmuls in half precision) the trained ones get float32 master
-    weights whatever the checkpoint's dtype, while the frozen rest stays as loaded.
+    weights whatever the checkpoint's dtype, while the frozen rest stays as loaded (the saved model is
+    written in the loaded dtype).
     Returns how many parameters train; a pattern that matches none is an error."""
     import re
 
@@ -311,6 +312,8 @@ def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:
 def train_and_save(trainer, tokenizer, config: StageConfig) -> tuple[Path, float]:
     """Train (resuming if asked: a checkpoint dir, or ``latest`` in output_dir), then write the log history
     (``log_history.json``) and the model; returns (model dir, training seconds)."""
+    import torch
+
     args = config.training
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resolve_resume(args.resume_from_checkpoint, args.output_dir))
@@ -319,6 +322,11 @@ def train_and_save(trainer, tokenizer, config: StageConfig) -> tuple[Path, float
         history = json.dumps(trainer.state.log_history, indent=1, default=str)
         (Path(args.output_dir) / "log_history.json").write_text(history + "\n")
     model_dir = Path(args.output_dir) / ("merged" if config.options.merge else "final")
+    loaded = getattr(
+        trainer.model.config, "dtype", None
+    )  # a torch.dtype, or its name once the trainer set it
+    if config.options.trainable_modules and loaded is not None:  # float32 master weights back to that dtype
+        trainer.model.to(getattr(torch, loaded) if isinstance(loaded, str) else loaded)
     save_stage_model(trainer, tokenizer, config.model, model_dir, config.options.merge)
     if trainer.accelerator.is_main_process:
         hints = config.options.hints
