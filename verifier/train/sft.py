@@ -31,6 +31,7 @@ from verifier.train.stage import (
     build_stage_config,
     prepare_stage,
     train_and_save,
+    training_autocast,
 )
 
 logger = logging.getLogger(__name__)
@@ -255,10 +256,13 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
 
         def _evaluate(self, state, model) -> None:
             began = time.perf_counter()
-            if options.eval_mode == "teacher_forced":
-                metrics = teacher_forced_label_accuracy(model, tokenizer, windows)
-            else:
-                metrics = label_agreement(model, tokenizer, windows, options.eval_max_new_tokens, batch_size)
+            with training_autocast(config.training, model):  # the precision training runs in
+                if options.eval_mode == "teacher_forced":
+                    metrics = teacher_forced_label_accuracy(model, tokenizer, windows)
+                else:
+                    metrics = label_agreement(
+                        model, tokenizer, windows, options.eval_max_new_tokens, batch_size
+                    )
             metrics["step"] = state.global_step
             metrics["train_seconds"] = round(self.trained_seconds(began), 1)
             self.eval_seconds += time.perf_counter() - began
