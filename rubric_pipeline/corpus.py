@@ -82,11 +82,11 @@ def sentence_windows(
     into ``size``-word pieces); a window repeats the previous one's last sentences as long as they total at
     most ``overlap`` words. Windows are the document's own characters, line breaks kept."""
     _check_window(size, overlap)
+    if len(text.split()) <= size:  # most documents of big corpora: no sentence splitting needed
+        return [text.strip()]
     units = _sentence_units(text, size)
     if not units:
         return split_windows(text, size, overlap)
-    if sum(words for _, _, words in units) <= size:
-        return [text.strip()]
     windows, start = [], 0
     while True:
         end, words = start + 1, units[start][2]
