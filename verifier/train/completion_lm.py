@@ -12,6 +12,7 @@ This module imports torch and TRL at import time; import it lazily.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -87,11 +88,20 @@ class CompletionOnlySFTTrainer(SFTTrainer):
     Several processes (DDP/FSDP/DeepSpeed) also keep TRL's path: they need the forward to go through the
     wrapped model, and on GPU TRL's Triton fused head already scores the labelled positions only. On our
     path the metrics TRL logs (entropy, token accuracy, token count) are kept here and added in ``log``.
+
+    The decoder is called directly, outside the autocast a prepared model's forward applies: the loss is
+    computed in the weights' own dtypes (a LoRA run over a bf16 base: bf16 base, fp32 adapters; every recorded
+    run trained so, and under bf16 autocast the demo's LoRA run collapsed to not_support). ``autocast_loss``
+    runs it under the trainer's autocast instead, which a model with float32 master weights beside frozen
+    bf16 layers needs (``trainable_modules``).
     """
 
-    def __init__(self, *args: Any, completion_only_logits: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, completion_only_logits: bool = True, autocast_loss: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.completion_only_logits = completion_only_logits
+        self.autocast_loss = autocast_loss
         if completion_only_logits and self.accelerator.num_processes > 1:
             logger.warning("completion_only_logits is single-process only; using TRL's fused LM head instead")
             self.completion_only_logits = False
@@ -102,9 +112,7 @@ class CompletionOnlySFTTrainer(SFTTrainer):
         if not self.completion_only_logits or return_outputs or self.args.loss_type != "nll":
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        with (
-            self.accelerator.autocast()
-        ):  # what the prepared model's forward would do; the decoder is called directly
+        with self.accelerator.autocast() if self.autocast_loss else contextlib.nullcontext():
             result = completion_only_loss(model, inputs, num_items_in_batch)
         loss = result.loss
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:

@@ -296,14 +296,15 @@ def freeze_all_but(model, pattern: str, float32_trained: bool = False) -> int:
     return trained
 
 
-def training_autocast(args, model):
-    """The mixed-precision autocast the trainer's forward runs under (``bf16`` / ``fp16``), for passes made
-    outside it, such as held-out evaluations in a callback; disabled for full-precision runs."""
+def training_autocast(args, model, enabled: bool = True):
+    """The mixed-precision autocast (``bf16`` / ``fp16``) of a run whose loss is computed under it
+    (``trainable_modules``), for passes made outside the trainer, such as held-out evaluations in a
+    callback; a no-op when not ``enabled`` or for full-precision runs."""
     import torch
 
     device = next(model.parameters()).device.type
     dtype = torch.float16 if args.fp16 else torch.bfloat16
-    return torch.autocast(device, dtype=dtype, enabled=bool(args.bf16 or args.fp16))
+    return torch.autocast(device, dtype=dtype, enabled=enabled and bool(args.bf16 or args.fp16))
 
 
 def resolve_resume(value: str | None, output_dir: str) -> str | bool | None:

@@ -17,7 +17,9 @@ ROWS = [
 ]
 
 
-def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool, bf16: bool = False):
+def _trainer(
+    model_dir: Path, tmp_path: Path, use_lora: bool, bf16: bool = False, autocast_loss: bool = False
+):
     from datasets import Dataset
 
     from verifier.train.completion_lm import CompletionOnlySFTTrainer
@@ -41,6 +43,7 @@ def _trainer(model_dir: Path, tmp_path: Path, use_lora: bool, bf16: bool = False
         processing_class=tokenizer,
         peft_config=config.peft_config(),
         completion_only_logits=True,
+        autocast_loss=autocast_loss,
     )
 
 
@@ -89,17 +92,18 @@ def test_completion_only_loss_counts_only_labelled_positions(tiny_model_dir: Pat
     assert not torch.isclose(fewer.loss, base.loss)
 
 
-def test_completion_only_loss_runs_under_the_trainers_mixed_precision(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
+def test_autocast_loss_is_trls_path_under_mixed_precision(tiny_model_dir: Path, tmp_path: Path) -> None:
     import torch
 
     from verifier.train.completion_lm import completion_only_loss
 
-    trainer = _trainer(tiny_model_dir, tmp_path, use_lora=False, bf16=True)
+    trainer = _trainer(tiny_model_dir, tmp_path, use_lora=False, bf16=True, autocast_loss=True)
     batch = next(iter(trainer.get_train_dataloader()))
     default_loss, _ = _loss_and_grads(trainer, batch, completion_only=False)
     ours_loss, _ = _loss_and_grads(trainer, batch, completion_only=True)
     float32_loss = completion_only_loss(trainer.model, dict(batch)).loss  # the same path without autocast
     torch.testing.assert_close(ours_loss, default_loss, rtol=1e-5, atol=1e-5)  # both in bf16
     assert abs(float(ours_loss) - float(float32_loss)) > 1e-4  # and bf16 shows: not a float32 loss
+    trainer.autocast_loss = False  # the default: the weights' own dtypes (float32 here), even with bf16 set
+    plain_loss = trainer.compute_loss(trainer.model, dict(batch))
+    torch.testing.assert_close(plain_loss, float32_loss, rtol=1e-6, atol=1e-6)
