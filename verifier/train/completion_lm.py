@@ -90,10 +90,9 @@ class CompletionOnlySFTTrainer(SFTTrainer):
     path the metrics TRL logs (entropy, token accuracy, token count) are kept here and added in ``log``.
 
     The decoder is called directly, outside the autocast a prepared model's forward applies: the loss is
-    computed in the weights' own dtypes (a LoRA run over a bf16 base: bf16 base, fp32 adapters; every recorded
-    run trained so, and under bf16 autocast the demo's LoRA run collapsed to not_support). ``autocast_loss``
-    runs it under the trainer's autocast instead, which a model with float32 master weights beside frozen
-    bf16 layers needs (``trainable_modules``).
+    computed in the weights' own dtypes (a LoRA run over a bf16 base: bf16 base, fp32 adapters), as every
+    recorded LoRA run trained. ``autocast_loss`` runs it under the trainer's autocast instead, which a model
+    with float32 master weights beside frozen bf16 layers needs (``trainable_modules``).
     """
 
     def __init__(
