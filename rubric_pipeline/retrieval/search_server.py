@@ -12,13 +12,20 @@ import argparse
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import get_args
 from urllib.parse import quote
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 
 from rubric_pipeline.core.server import BackgroundServer
-from rubric_pipeline.corpus import DEFAULT_CHUNK_BY, DEFAULT_CHUNK_WORDS, DEFAULT_OVERLAP_WORDS, load_corpus
+from rubric_pipeline.corpus import (
+    DEFAULT_CHUNK_BY,
+    DEFAULT_CHUNK_WORDS,
+    DEFAULT_OVERLAP_WORDS,
+    Chunking,
+    load_corpus,
+)
 from rubric_pipeline.retrieval.bm25 import BM25Index
 
 logger = logging.getLogger(__name__)
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=10, help="results per page")
     parser.add_argument("--chunk-words", type=int, default=DEFAULT_CHUNK_WORDS)
     parser.add_argument("--overlap-words", type=int, default=DEFAULT_OVERLAP_WORDS)
-    parser.add_argument("--chunk-by", choices=("sentences", "words"), default=DEFAULT_CHUNK_BY)
+    parser.add_argument("--chunk-by", choices=get_args(Chunking), default=DEFAULT_CHUNK_BY)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")

@@ -256,7 +256,7 @@ def _agreement_callback(windows: list[Window], tokenizer, config: StageConfig, l
 
         def _evaluate(self, state, model) -> None:
             began = time.perf_counter()
-            with training_autocast(config.training, model, enabled=bool(options.trainable_modules)):
+            with training_autocast(config.training, model, enabled=config.autocast_loss):
                 if options.eval_mode == "teacher_forced":
                     metrics = teacher_forced_label_accuracy(model, tokenizer, windows)
                 else:
@@ -311,7 +311,7 @@ def run_sft(config: StageConfig, splits=None, callbacks: tuple = ()) -> StageRes
         peft_config=config.peft_config(),
         callbacks=[callback, *callbacks],
         completion_only_logits=options.completion_only_logits,
-        autocast_loss=bool(options.trainable_modules),
+        autocast_loss=config.autocast_loss,
     )
     model_dir, seconds = train_and_save(trainer, tokenizer, config)
     return StageResult(

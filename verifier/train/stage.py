@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,13 @@ class StageConfig(Generic[O, A]):
             o.hints,
             o.window_passes,
         )
+
+    @property
+    def autocast_loss(self) -> bool:
+        """Whether the loss and the held-out evaluations run under the trainer's mixed-precision autocast:
+        for ``trainable_modules`` runs, whose float32 layers sit beside frozen bf16 ones; LoRA and plain
+        runs compute in the weights' own dtypes."""
+        return bool(self.options.trainable_modules)
 
     def peft_config(self):
         """The LoRA config from the model config (TRL's ``get_peft_config``), or None for full weights."""
@@ -275,8 +283,6 @@ def freeze_all_but(model, pattern: str, float32_trained: bool = False) -> int:
     weights whatever the checkpoint's dtype, while the frozen rest stays as loaded (the saved model is
     written in the loaded dtype).
     Returns how many parameters train; a pattern that matches none is an error."""
-    import re
-
     import torch
 
     regex = re.compile(pattern)
@@ -298,8 +304,8 @@ def freeze_all_but(model, pattern: str, float32_trained: bool = False) -> int:
 
 def training_autocast(args, model, enabled: bool = True):
     """The mixed-precision autocast (``bf16`` / ``fp16``) of a run whose loss is computed under it
-    (``trainable_modules``), for passes made outside the trainer, such as held-out evaluations in a
-    callback; a no-op when not ``enabled`` or for full-precision runs."""
+    (:attr:`StageConfig.autocast_loss`), for passes made outside the trainer, such as held-out evaluations
+    in a callback; a no-op when not ``enabled`` or for full-precision runs."""
     import torch
 
     device = next(model.parameters()).device.type
