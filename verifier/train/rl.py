@@ -51,6 +51,7 @@ class RLOptions(StageOptions):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_num_gen_batches < 1:
             raise ValueError(f"max_num_gen_batches must be at least 1, got {self.max_num_gen_batches}")
         if self.max_num_gen_batches > 1 and not self.dynamic_sampling:
@@ -124,6 +125,7 @@ def run_rl(config: StageConfig, splits=None) -> StageResult:
         train_dataset=to_dataset([window.grpo_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=config.peft_config(),
+        callbacks=config.averaging_callbacks(),
         dynamic_sampling=config.options.dynamic_sampling,
         max_num_gen_batches=config.options.max_num_gen_batches,
     )

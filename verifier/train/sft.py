@@ -197,17 +197,22 @@ def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> di
 
     One forward pass per prompt over the conversation as training renders it (no generation; the LM head
     only at the label positions): a cheap monitor of what greedy decoding would pick for each label when
-    the labels before it are right. Windows whose labels do not start on a token boundary are skipped
-    and counted; with none left the accuracy is None, not 0.
+    the labels before it are right. Beside the accuracy: the macro-F1 and how often each label was
+    picked, so that a model drifting toward one label shows in the curve. Windows whose labels do not
+    start on a token boundary are skipped and counted; with none left the accuracy is None, not 0.
     """
     import torch
+
+    from verifier.eval.metrics import macro_f1
 
     labels = [label.value for label in Label]
     first = _first_label_tokens(tokenizer, labels)
     decoder, lm_head, config = causal_lm_parts(model)
     was_training = model.training
     model.eval()
-    correct = total = skipped = 0
+    gold_labels: list[str] = []
+    picked: list[str] = []
+    skipped = 0
     try:
         for window in windows:
             ids, located = _locate_labels(tokenizer, window, first)
@@ -220,14 +225,17 @@ def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> di
                 logits = _scale_logits(lm_head(hidden[[index - 1 for index, _ in located]]), config)
             for row, (_index, prefix), gold in zip(logits, located, window.labels, strict=True):
                 candidates = [first[prefix][label] for label in labels]
-                correct += labels[int(row[candidates].argmax())] == gold
-                total += 1
+                picked.append(labels[int(row[candidates].argmax())])
+                gold_labels.append(gold)
     finally:
         model.train(was_training)
-    if total == 0:
+    if not picked:
         logger.warning("teacher-forced eval: no label located in %d prompts", len(windows))
+    correct = sum(p == g for p, g in zip(picked, gold_labels, strict=True))
     return {
-        "teacher_forced_label_accuracy": correct / total if total else None,
+        "teacher_forced_label_accuracy": correct / len(picked) if picked else None,
+        "teacher_forced_macro_f1": macro_f1(gold_labels, picked) if picked else None,
+        "predicted": {label: picked.count(label) for label in labels},
         "skipped_prompts": skipped,
         "eval_prompts": len(windows),
     }
@@ -309,7 +317,7 @@ def run_sft(config: StageConfig, splits=None, callbacks: tuple = ()) -> StageRes
         train_dataset=to_dataset([window.sft_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=config.peft_config(),
-        callbacks=[callback, *callbacks],
+        callbacks=[*config.averaging_callbacks(), callback, *callbacks],
         completion_only_logits=options.completion_only_logits,
         autocast_loss=config.autocast_loss,
     )

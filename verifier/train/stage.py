@@ -68,8 +68,17 @@ class StageOptions:
         help="full fine-tuning (use_peft false) of part of the model: train only the parameters whose name "
         "matches this regex (e.g. '.*layers\\.(9|1[0-7])\\..*'), freeze the rest; trained ones in float32",
     )
+    average_tail: float | None = option(
+        None,
+        help="save the mean of the trained weights over this last fraction of the steps (e.g. 0.5) instead "
+        "of the last step's: iterate averaging against a constant rate's noise (verifier.train.tail_average)",
+    )
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
+
+    def __post_init__(self) -> None:
+        if self.average_tail is not None and not 0.0 < self.average_tail <= 1.0:
+            raise ValueError(f"average_tail must be in (0, 1], got {self.average_tail}")
 
 
 @dataclass
@@ -139,6 +148,15 @@ class StageConfig(Generic[O, A]):
         for ``trainable_modules`` runs, whose float32 layers sit beside frozen bf16 ones; LoRA and plain
         runs compute in the weights' own dtypes."""
         return bool(self.options.trainable_modules)
+
+    def averaging_callbacks(self) -> list:
+        """The tail-averaging callback when ``average_tail`` is set (first in a trainer's list, so the
+        callbacks after it see the averaged weights at the end of training), else none."""
+        if not self.options.average_tail:
+            return []
+        from verifier.train.tail_average import tail_average_callback
+
+        return [tail_average_callback(self.options.average_tail)]
 
     def peft_config(self):
         """The LoRA config from the model config (TRL's ``get_peft_config``), or None for full weights."""

@@ -195,6 +195,8 @@ def test_teacher_forced_accuracy_matches_full_logits(
             total += 1
             cursor += len(gold)
     assert result["teacher_forced_label_accuracy"] == pytest.approx(correct / total)
+    assert sum(result["predicted"].values()) == total
+    assert 0.0 <= result["teacher_forced_macro_f1"] <= 1.0
 
 
 @pytest.mark.parametrize("eval_mode", ["generate", "teacher_forced"])
@@ -290,3 +292,45 @@ def test_trainable_modules_refuses_lora_and_a_pattern_that_matches_nothing(
                 tiny_model_dir, labelled_path, tmp_path / "b", use_peft=False, trainable_modules="nothing"
             )
         )
+
+
+def test_average_tail_saves_the_mean_of_the_last_steps_weights(
+    tiny_model_dir: Path, labelled_path: Path, tmp_path: Path
+) -> None:
+    """With average_tail 0.5 over 4 steps, the saved model is the mean of the weights after steps 3 and 4
+    (the real SFTTrainer; a second callback records each step's weights after the optimizer step)."""
+    import torch
+    from transformers import TrainerCallback
+
+    from verifier.train.sft import run_sft
+
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            snapshots[state.global_step] = {
+                name: param.detach().clone() for name, param in model.named_parameters()
+            }
+
+    config = _config(
+        tiny_model_dir, labelled_path, tmp_path / "sft", use_peft=False, dtype="float32",
+        learning_rate=3e-3, average_tail=0.5,
+    )  # fmt: skip
+    result = run_sft(config, callbacks=(Record(),))
+    assert sorted(snapshots) == [1, 2, 3, 4]
+    saved = _weights(Path(result.model_dir))
+    changed = 0
+    for name, last in snapshots[4].items():
+        if name not in saved:
+            continue  # tied to another saved tensor
+        mean = (snapshots[3][name] + last) / 2
+        torch.testing.assert_close(saved[name], mean, rtol=1e-6, atol=1e-7)
+        changed += not torch.equal(snapshots[3][name], last)
+    assert changed  # steps 3 and 4 differ: the mean is not just one of them
+
+
+def test_average_tail_outside_zero_to_one_is_refused(tiny_model_dir: Path, labelled_path: Path) -> None:
+    from rubric_pipeline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="average_tail"):
+        _config(tiny_model_dir, labelled_path, Path("unused"), average_tail=1.5)
