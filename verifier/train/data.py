@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rubric_pipeline.core.errors import ConfigError
-from rubric_pipeline.core.records import AUGMENT_PREFIX, LabelledExample
+from rubric_pipeline.core.records import AUGMENT_PREFIX, Label, LabelledExample
 from verifier.data.labelled_io import read_labelled_input
 from verifier.judge.hints import Hints
 from verifier.judge.prompt import OUTPUT_FORMATS, format_labels, render_messages, window_slices
@@ -39,6 +39,7 @@ class WindowOptions:
     seed: int = 0
     hints: Hints = "none"
     passes: int = 1  # each example is windowed this many times, each pass with its own rubric order and cuts
+    foreign_rubrics: int = 0  # rubrics of other questions added to each window (not_support), room permitting
 
 
 @dataclass
@@ -132,6 +133,39 @@ def mix_augmentation(
     return mixed
 
 
+class ForeignRubrics:
+    """Rubrics of other questions, to mix into a window labelled ``not_support``.
+
+    Windows cut from one response often carry one label throughout (a complete answer: all ``support``; a
+    master key: all ``not_support``), so a model can learn to decide the first label and copy it down the
+    list. A few rubrics about other questions, at random places, give such windows mixed labels whose
+    truth is certain: each line has to be judged on its own.
+    """
+
+    def __init__(self, examples: Sequence[LabelledExample]) -> None:
+        seen = {(example.qid, rubric.text) for example in examples for rubric in example.rubrics}
+        self.pool = sorted(seen)
+        if len({qid for qid, _ in self.pool}) < 2:
+            raise ConfigError("foreign_rubrics needs the rubrics of at least two questions")
+
+    def mix_into(
+        self, chunk: list[tuple[str, str]], qid: str, count: int, rng: random.Random
+    ) -> list[tuple[str, str]]:
+        """``chunk`` with up to ``count`` rubrics of questions other than ``qid`` inserted at random places
+        (fewer when a bounded number of draws finds no more)."""
+        mixed, taken = list(chunk), {text for text, _ in chunk}
+        for _ in range(20 * count):
+            if count == 0:
+                break
+            other_qid, text = rng.choice(self.pool)
+            if other_qid == qid or text in taken:
+                continue
+            mixed.insert(rng.randint(0, len(mixed)), (text, Label.NOT_SUPPORT.value))
+            taken.add(text)
+            count -= 1
+        return mixed
+
+
 def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) -> list[Window]:
     """Cut each example's rubrics into windows of sampled size; each window samples its output format.
     With ``passes`` > 1 every example is cut again (a new rubric order, new sizes): more varied prompts than
@@ -146,6 +180,7 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
     if unknown or not options.output_formats:
         raise ConfigError(f"unknown output formats {unknown}; known: {list(OUTPUT_FORMATS)}")
     rng = random.Random(options.seed)
+    foreign = ForeignRubrics(examples) if options.foreign_rubrics else None
     windows: list[Window] = []
     for example in [example for _ in range(options.passes) for example in examples]:
         pairs = [(rubric.text, label) for rubric, label in zip(example.rubrics, example.labels, strict=True)]
@@ -153,6 +188,9 @@ def make_windows(examples: Sequence[LabelledExample], options: WindowOptions) ->
             rng.shuffle(pairs)
         for part in window_slices(len(pairs), options.window_min, max_size=options.window_max, rng=rng):
             chunk = pairs[part]
+            if foreign is not None:
+                room = min(options.foreign_rubrics, options.window_max - len(chunk))
+                chunk = foreign.mix_into(chunk, example.qid, room, rng)
             windows.append(
                 Window(
                     qid=example.qid,
@@ -231,7 +269,9 @@ def build_splits(
     # Eval measures agreement on real responses: augmented ones are judged by the master-key metric
     eval_plain = [e for e in eval_examples if not is_augmented(e)]
     train = make_windows(train_examples, options)
-    held_out = make_windows(eval_plain, dataclasses.replace(options, seed=options.seed + 1, passes=1))
+    held_out = make_windows(
+        eval_plain, dataclasses.replace(options, seed=options.seed + 1, passes=1, foreign_rubrics=0)
+    )
     if max_train_windows is not None:
         train = sample_windows(train, max_train_windows, random.Random(options.seed), balance_labels)
     if max_eval_windows is not None and len(held_out) > max_eval_windows:

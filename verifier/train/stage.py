@@ -59,6 +59,11 @@ class StageOptions:
     window_passes: int = option(
         1, help="cut every example into windows this many times, each pass with a new rubric order and cuts"
     )
+    foreign_rubrics: int = option(
+        0,
+        help="add up to this many rubrics of other questions to each training window, labelled not_support "
+        "(within window_max): mixed labels in windows that would carry one label throughout",
+    )
     max_train_windows: int | None = option(None, help="cap on training prompts (after windowing)")
     balance_labels: bool = option(
         False, help="sample the capped training prompts evenly over labels (each prompt's majority label)"
@@ -68,17 +73,19 @@ class StageOptions:
         help="full fine-tuning (use_peft false) of part of the model: train only the parameters whose name "
         "matches this regex (e.g. '.*layers\\.(9|1[0-7])\\..*'), freeze the rest; trained ones in float32",
     )
-    average_tail: float | None = option(
-        None,
+    average_tail: float = option(
+        0.0,
         help="save the mean of the trained weights over this last fraction of the steps (e.g. 0.5) instead "
-        "of the last step's: iterate averaging against a constant rate's noise (verifier.train.tail_average)",
+        "of the last step's (0): iterate averaging against a constant rate's noise (train/tail_average.py)",
     )
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
 
     def __post_init__(self) -> None:
-        if self.average_tail is not None and not 0.0 < self.average_tail <= 1.0:
-            raise ValueError(f"average_tail must be in (0, 1], got {self.average_tail}")
+        if self.foreign_rubrics < 0:
+            raise ValueError(f"foreign_rubrics must be >= 0, got {self.foreign_rubrics}")
+        if not 0.0 <= self.average_tail <= 1.0:
+            raise ValueError(f"average_tail must be in [0, 1], got {self.average_tail}")
 
 
 @dataclass
@@ -140,6 +147,7 @@ class StageConfig(Generic[O, A]):
             self.training.seed,
             o.hints,
             o.window_passes,
+            o.foreign_rubrics,
         )
 
     @property

@@ -83,6 +83,35 @@ def test_window_passes_cut_every_example_again_in_a_new_order() -> None:
         make_windows(examples, WindowOptions(passes=0))
 
 
+def test_foreign_rubrics_are_other_questions_labelled_not_support_within_the_window_cap() -> None:
+    examples = _examples(n_questions=4, per_question=1, n_rubrics=6)
+    options = WindowOptions(window_min=1, window_max=5, seed=2, foreign_rubrics=2)
+    windows = make_windows(examples, options)
+    added = 0
+    for window in windows:
+        example = next(e for e in examples if e.response_id == window.response_id)
+        own = dict(zip([r.text for r in example.rubrics], example.labels, strict=True))
+        assert len(window.labels) <= 5 and len(set(window.rubric_texts)) == len(window.rubric_texts)
+        for text, label in zip(window.rubric_texts, window.labels, strict=True):
+            if text in own:
+                assert label == own[text]
+            else:  # a rubric of another question
+                assert label == "not_support" and not text.endswith(f"topic {example.qid[1:]}.")
+                added += 1
+        assert sum(text not in own for text in window.rubric_texts) == min(
+            2, 5 - sum(t in own for t in window.rubric_texts)
+        )
+    assert added > 0
+    # every own rubric still appears exactly once per example
+    assert sum(len(w.labels) for w in windows) - added == sum(len(e.rubrics) for e in examples)
+    splits = build_splits(examples, options, eval_fraction=0.25)
+    held_out_qid = splits.eval[0].qid
+    own_texts = {r.text for e in examples if e.qid == held_out_qid for r in e.rubrics}
+    assert all(set(w.rubric_texts) <= own_texts for w in splits.eval)  # held-out windows are left as they are
+    with pytest.raises(ConfigError, match="two questions"):
+        make_windows(examples[:1], options)
+
+
 def test_balanced_sampling_spreads_the_cap_over_labels() -> None:
     examples = _examples(n_questions=10, per_question=3, n_rubrics=7)
     every = make_windows(examples, WindowOptions(window_min=1, window_max=1))  # 70 of each label
