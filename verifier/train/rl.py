@@ -31,6 +31,7 @@ from verifier.train.stage import (
     prepare_stage,
     train_and_save,
 )
+from verifier.train.tail_average import tail_average_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def run_rl(config: StageConfig, splits=None) -> StageResult:
         train_dataset=to_dataset([window.grpo_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=config.peft_config(),
-        callbacks=config.averaging_callbacks(),
+        callbacks=tail_average_callbacks(config.options.average_tail),
         dynamic_sampling=config.options.dynamic_sampling,
         max_num_gen_batches=config.options.max_num_gen_batches,
     )

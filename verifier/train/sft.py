@@ -20,6 +20,7 @@ from trl import SFTConfig
 from rubric_pipeline.core.config import option
 from rubric_pipeline.core.errors import ConfigError
 from rubric_pipeline.core.records import Label
+from verifier.eval.metrics import macro_f1
 from verifier.judge.prompt import ParseError, parse_labels
 from verifier.train.completion_lm import CompletionOnlySFTTrainer, _scale_logits, causal_lm_parts
 from verifier.train.data import Window, to_dataset
@@ -33,6 +34,7 @@ from verifier.train.stage import (
     train_and_save,
     training_autocast,
 )
+from verifier.train.tail_average import tail_average_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +205,6 @@ def teacher_forced_label_accuracy(model, tokenizer, windows: list[Window]) -> di
     """
     import torch
 
-    from verifier.eval.metrics import macro_f1
-
     labels = [label.value for label in Label]
     first = _first_label_tokens(tokenizer, labels)
     decoder, lm_head, config = causal_lm_parts(model)
@@ -317,7 +317,7 @@ def run_sft(config: StageConfig, splits=None, callbacks: tuple = ()) -> StageRes
         train_dataset=to_dataset([window.sft_row() for window in splits.train]),
         processing_class=tokenizer,
         peft_config=config.peft_config(),
-        callbacks=[*config.averaging_callbacks(), callback, *callbacks],
+        callbacks=[*tail_average_callbacks(options.average_tail), callback, *callbacks],
         completion_only_logits=options.completion_only_logits,
         autocast_loss=config.autocast_loss,
     )

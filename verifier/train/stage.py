@@ -59,11 +59,8 @@ class StageOptions:
     window_passes: int = option(
         1, help="cut every example into windows this many times, each pass with a new rubric order and cuts"
     )
-    foreign_rubrics: int = option(
-        0,
-        help="add up to this many rubrics of other questions to each training window, labelled not_support "
-        "(within window_max): mixed labels in windows that would carry one label throughout",
-    )
+    foreign_rubrics: int = option(0, help="add up to this many rubrics of other questions to each training "
+                                  "window (within window_max), labelled not_support")  # fmt: skip
     max_train_windows: int | None = option(None, help="cap on training prompts (after windowing)")
     balance_labels: bool = option(
         False, help="sample the capped training prompts evenly over labels (each prompt's majority label)"
@@ -73,19 +70,14 @@ class StageOptions:
         help="full fine-tuning (use_peft false) of part of the model: train only the parameters whose name "
         "matches this regex (e.g. '.*layers\\.(9|1[0-7])\\..*'), freeze the rest; trained ones in float32",
     )
-    average_tail: float = option(
-        0.0,
-        help="save the mean of the trained weights over this last fraction of the steps (e.g. 0.5) instead "
-        "of the last step's (0): iterate averaging against a constant rate's noise (train/tail_average.py)",
-    )
+    average_tail: float = option(0.0, help="save the mean of the trained weights over this last fraction "
+                                 "of the steps (e.g. 0.5) instead of the last step's (0)")  # fmt: skip
     merge: bool = option(True, help="write a merged plain model to output_dir/merged")
     num_threads: int | None = option(None, help="torch CPU threads (default: torch's)")
 
     def __post_init__(self) -> None:
-        if self.foreign_rubrics < 0:
-            raise ValueError(f"foreign_rubrics must be >= 0, got {self.foreign_rubrics}")
-        if not 0.0 <= self.average_tail <= 1.0:
-            raise ValueError(f"average_tail must be in [0, 1], got {self.average_tail}")
+        if self.foreign_rubrics < 0 or not 0.0 <= self.average_tail <= 1.0:
+            raise ValueError("need foreign_rubrics >= 0 and average_tail in [0, 1]")
 
 
 @dataclass
@@ -156,15 +148,6 @@ class StageConfig(Generic[O, A]):
         for ``trainable_modules`` runs, whose float32 layers sit beside frozen bf16 ones; LoRA and plain
         runs compute in the weights' own dtypes."""
         return bool(self.options.trainable_modules)
-
-    def averaging_callbacks(self) -> list:
-        """The tail-averaging callback when ``average_tail`` is set (first in a trainer's list, so the
-        callbacks after it see the averaged weights at the end of training), else none."""
-        if not self.options.average_tail:
-            return []
-        from verifier.train.tail_average import tail_average_callback
-
-        return [tail_average_callback(self.options.average_tail)]
 
     def peft_config(self):
         """The LoRA config from the model config (TRL's ``get_peft_config``), or None for full weights."""

@@ -16,6 +16,12 @@ import math
 logger = logging.getLogger(__name__)
 
 
+def tail_average_callbacks(fraction: float) -> list:
+    """The averaging callback for ``average_tail`` (none for 0), to put first in a trainer's list so that
+    the callbacks after it see the averaged weights at the end of training."""
+    return [tail_average_callback(fraction)] if fraction else []
+
+
 def tail_average_callback(fraction: float):
     """A ``TrainerCallback`` that averages the trainable parameters over the last ``fraction`` of steps and
     writes the average into the model when training ends (before any later callback's ``on_train_end``)."""
