@@ -397,10 +397,12 @@ async def test_many_single_sample_requests_are_all_admitted(gateway):
 def test_a_client_that_hangs_up_stops_its_judging(gateway):
     """An RL worker whose timeout fired has gone: the gateway cancels its work instead of finishing it."""
     before = metric(httpx.get(f"{gateway.url}/metrics").text, "rv_abandoned_requests_total")
-    rubrics = [f"The response names fact {i} of the river." for i in range(10)]
+    # enough work to outlast the read timeout on a fast CPU too (64 items of one window each took under 1 s on
+    # an AMX one): 64 items, the gateway's limit, of four 10-rubric windows each
+    rubrics = [f"The response names fact {i} of the river." for i in range(40)]
     items = [{"question": "Which river?", "response": f"Sella {k}.", "rubrics": rubrics} for k in range(64)]
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{gateway.url}/v1/judge", json={"items": items}, timeout=httpx.Timeout(10, read=1.0))
+        httpx.post(f"{gateway.url}/v1/judge", json={"items": items}, timeout=httpx.Timeout(10, read=0.5))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         text = httpx.get(f"{gateway.url}/metrics").text
