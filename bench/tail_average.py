@@ -19,8 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def train(args: argparse.Namespace) -> list[str]:
     command = [
